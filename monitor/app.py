@@ -1,0 +1,209 @@
+"""The daemon's lifecycle: start, tick, stop well.
+
+`App.run_once()` is burst mode: poll every source once, deliver what is due, exit.
+`App.run_forever()` lets APScheduler drive a poll tick (sources that are due) and a delivery
+tick. SIGTERM or SIGINT stops taking new work, lets the ticks in flight finish (up to a grace
+period), closes connections and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.dispatch import DeliveryReport, Dispatcher
+from monitor.fetch import Fetcher
+from monitor.logs import log
+from monitor.notify import Notifier, build_notifiers, default_destinations
+from monitor.errors import RulesError
+from monitor.pipeline import Compiled, Poller, PollReport, Routing, compile_ruleset, utcnow
+from monitor.rules import RuleSet, load_rules
+from monitor.settings import Settings
+from monitor.store import Store
+
+
+class App:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ruleset: RuleSet | None = None
+        self.store: Store | None = None
+        self.fetcher: Fetcher | None = None
+        self.notifiers: dict[str, Notifier] = {}
+        self._inflight: set[asyncio.Task] = set()
+        self._reloading = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Load rules (all or nothing), open and migrate the store, sync sources."""
+        settings = self.settings
+        compiled = await asyncio.to_thread(self._compile)
+        self.ruleset = compiled.ruleset
+        self.store = await asyncio.to_thread(Store.open, settings.database_url)
+        self.notifiers = build_notifiers(settings)
+        self.routing = Routing(default=default_destinations(self.notifiers),
+                               available=frozenset(self.notifiers))
+        await self._adopt(compiled)
+        self.fetcher = Fetcher(settings)
+        self.poller = Poller(settings, self.store, self.fetcher, compiled, self.routing)
+        self.dispatcher = Dispatcher(settings, self.store, self.notifiers)
+        log.info("monitor started", sources=len(self.ruleset.feeds),
+                 rules=len(self.ruleset.rules), destinations=",".join(self.routing.default),
+                 database=self.store.engine.url.render_as_string(hide_password=True))
+
+    def _compile(self) -> Compiled:
+        """Load and compile the rules directory (all or nothing): CPU work, run in a thread."""
+        return compile_ruleset(load_rules(self.settings.rules_dir))
+
+    async def _adopt(self, compiled: Compiled) -> None:
+        """Make the sources follow feeds.yaml and say where each rule will send."""
+        assert self.store is not None
+        await asyncio.to_thread(self.store.sync_sources, [
+            (f.url, f.name, self.settings.interval_for(f.interval))
+            for f in compiled.ruleset.feeds], utcnow())
+        for rule in compiled.ruleset.rules:
+            missing = [d for d in rule.notify or () if d not in self.notifiers]
+            if missing:
+                log.warning("rule routes to unconfigured destinations", rule=rule.id,
+                            missing=",".join(missing),
+                            using=",".join(self.routing.destinations(rule)))
+
+    async def reload(self) -> bool:
+        """Reload the rules directory. An invalid change is reported and the rules in force
+        stay in force; a valid one is compiled off the event loop and swapped in whole. One
+        reload at a time, so an older compile can never be swapped in after a newer one."""
+        async with self._reloading:
+            try:
+                compiled = await asyncio.to_thread(self._compile)
+            except RulesError as exc:
+                for problem in exc.problems:
+                    log.error("rules problem", problem=str(problem))
+                log.error("rules not reloaded: keeping the rules in force",
+                          problems=len(exc.problems))
+                return False
+            except Exception:
+                log.exception("rules not reloaded: keeping the rules in force")
+                return False
+            try:
+                await self._adopt(compiled)
+            except Exception:
+                log.exception("sources not updated from the new feeds.yaml")
+            self.ruleset = compiled.ruleset
+            self.poller.use(compiled)
+            log.info("rules reloaded", sources=len(compiled.ruleset.feeds),
+                     rules=len(compiled.ruleset.rules))
+            return True
+
+    async def _watch_rules(self, stop: asyncio.Event) -> None:
+        """Reload when a file in the rules directory changes. Editors save by writing a new
+        file and renaming it over the old one, so additions and deletions count too."""
+        from watchfiles import awatch
+
+        async for _ in awatch(self.settings.rules_dir, stop_event=stop, debounce=300,
+                              recursive=False):
+            await self.reload()
+
+    async def close(self) -> None:
+        if self.fetcher is not None:
+            await self.fetcher.aclose()
+        for notifier in self.notifiers.values():
+            await notifier.aclose()
+        if self.store is not None:
+            self.store.close()
+
+    async def poll_due(self, *, every_source: bool = False) -> list[PollReport]:
+        assert self.store is not None
+        if every_source:
+            sources = await asyncio.to_thread(self.store.sources)
+        else:
+            sources = await asyncio.to_thread(self.store.due_sources, utcnow())
+        return await self.poller.poll(sources)
+
+    async def deliver(self) -> DeliveryReport:
+        return await self.dispatcher.deliver_due()
+
+    async def run_once(self) -> tuple[list[PollReport], DeliveryReport]:
+        await self.start()
+        try:
+            polls = await self.poll_due(every_source=True)
+            delivery = await self.deliver()
+            log.info("run finished", sources=len(polls),
+                     failed=sum(1 for p in polls if p.error), new=sum(p.new for p in polls),
+                     alerts=sum(p.alerts for p in polls), sent=delivery.sent,
+                     retrying=delivery.retried, dead=delivery.dead)
+            return polls, delivery
+        finally:
+            await self.close()
+
+    # The daemon ------------------------------------------------------------------------------
+
+    def _track(self, coro_fn):  # type: ignore[no-untyped-def]
+        """Wrap a tick so shutdown can wait for it to finish."""
+        async def tick() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._inflight.add(task)
+            try:
+                await coro_fn()
+            except Exception:
+                log.exception("tick failed", tick=coro_fn.__name__)
+            finally:
+                self._inflight.discard(task)
+        tick.__name__ = coro_fn.__name__
+        return tick
+
+    async def _poll_tick(self) -> None:
+        reports = await self.poll_due()
+        if any(r.alerts for r in reports):
+            # Tell people fast: deliver now rather than at the next delivery tick.
+            self.scheduler.modify_job("deliver", next_run_time=utcnow())
+
+    async def _deliver_tick(self) -> None:
+        await self.deliver()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task] = set()
+
+        def on_hangup() -> None:
+            task = loop.create_task(self.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        watcher = loop.create_task(self._watch_rules(stop))
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        now = utcnow()
+        self.scheduler.add_job(self._track(self._poll_tick), "interval", id="poll",
+                               seconds=self.settings.poll_tick.total_seconds(),
+                               next_run_time=now, max_instances=1, coalesce=True,
+                               misfire_grace_time=None)
+        self.scheduler.add_job(self._track(self._deliver_tick), "interval", id="deliver",
+                               seconds=self.settings.delivery_tick.total_seconds(),
+                               next_run_time=now, max_instances=1, coalesce=True,
+                               misfire_grace_time=None)
+        self.scheduler.start()
+        try:
+            await stop.wait()
+            log.info("stopping", inflight=len(self._inflight))
+            # Pause, not shut down: shutting APScheduler's asyncio executor down cancels the
+            # ticks that are running, and they should finish.
+            self.scheduler.pause()
+            if self._inflight:
+                done, pending = await asyncio.wait(
+                    set(self._inflight), timeout=self.settings.shutdown_grace.total_seconds())
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending)
+                    log.warning("stopped with work unfinished", tasks=len(pending))
+            self.scheduler.shutdown(wait=False)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            stop.set()
+            await asyncio.gather(watcher, *reloads, return_exceptions=True)
+            await self.close()
+            log.info("monitor stopped")

@@ -1,0 +1,258 @@
+"""The command line: one function per command. Errors become messages here, and only here.
+
+    monitor run [--once]     the daemon, or one poll of every source and one delivery pass
+    monitor rules check      validate the rules directory
+    monitor rules test       what would match, and why (JSON Lines, a live feed, a backtest)
+    monitor rules schema     the JSON Schema of rule files
+    monitor stories          recent stories, with every outlet that reported each
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor import __version__
+from monitor.errors import ConfigError, MonitorError, RulesError
+from monitor.logs import configure, log
+from monitor.settings import Settings, load_settings
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _report(exc: RulesError, closing: str) -> None:
+    """Every problem with its line and a caret, then one closing line."""
+    for problem in exc.problems:
+        click.echo(problem.pointed(), err=True)
+    click.echo(closing.format(count=len(exc.problems)), err=True)
+
+
+def _load_rules(settings: Settings) -> Any:
+    """The rules directory, or every problem in it and exit 1."""
+    from monitor.rules import load_rules
+
+    try:
+        return load_rules(settings.rules_dir)
+    except RulesError as exc:
+        _report(exc, "{count} problem(s) found")
+        sys.exit(1)
+
+
+rules_dir_option = click.option(
+    "--rules-dir", type=click.Path(path_type=Path, file_okay=False),
+    help="Rules directory (default: MONITOR_RULES_DIR, else ./rules).")
+
+
+@click.group()
+@click.version_option(__version__, prog_name="monitor")
+def cli() -> None:
+    """monitor: news alerts from feeds, matched by rules, sent once per story."""
+
+
+@cli.command()
+@click.option("--once", is_flag=True,
+              help="Poll every source once, deliver what is due, then exit.")
+@rules_dir_option
+def run(once: bool, rules_dir: Path | None) -> None:
+    """Run the daemon (until SIGTERM or SIGINT), or a single pass with --once."""
+    from monitor.app import App
+
+    settings = _settings(rules_dir=rules_dir)
+    app = App(settings)
+    try:
+        if once:
+            asyncio.run(app.run_once())
+        else:
+            asyncio.run(app.run_forever())
+    except RulesError as exc:
+        _report(exc, "monitor: {count} problem(s) in the rules; not starting")
+        sys.exit(2)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        log.exception("fatal error")
+        raise click.ClickException(f"fatal: {type(exc).__name__}: {exc}") from None
+
+
+@cli.group()
+def rules() -> None:
+    """Work with the rules directory."""
+
+
+@rules.command("check")
+@rules_dir_option
+def rules_check(rules_dir: Path | None) -> None:
+    """Validate feeds, entities and rules; print every problem as file:line:column: reason."""
+    settings = _settings(rules_dir=rules_dir)
+    ruleset = _load_rules(settings)
+    click.echo(f"{settings.rules_dir}: OK — {len(ruleset.feeds)} feeds, "
+               f"{len(ruleset.entities)} entities, {len(ruleset.rules)} rules")
+
+
+@cli.command()
+@click.option("--since", default="72h", show_default=True,
+              help="How far back to look (30m, 24h, 7d, …).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000),
+              help="The most stories to show.")
+def stories(since: str, limit: int) -> None:
+    """Recent stories, newest first: each with its copies from every source, and where its
+    alerts stand."""
+    from monitor.durations import parse_duration
+    from monitor.pipeline import utcnow
+    from monitor.store import Store
+
+    settings = _settings()
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    store = Store.open(settings.database_url)
+    try:
+        found = store.recent_stories(utcnow() - window, limit)
+    finally:
+        store.close()
+    if not found:
+        click.echo(f"no stories in the last {since}")
+    for story in found:
+        states = " ".join(f"{d}:{s}" for d, s in sorted(story.alerts.items())) or "no alert"
+        if not story.copies:
+            continue
+        first, *copies = story.copies
+        click.echo(f"story {story.id} · {story.created_at:%Y-%m-%d %H:%M} UTC · {states}")
+        click.echo(f"  {first.title}")
+        click.echo(f"  {first.source} · {first.url or '(no link)'}")
+        if copies:
+            click.echo(f"  also reported by {len(copies)}:")
+        for copy in copies:
+            click.echo(f"    {copy.source} · {copy.first_seen_at:%Y-%m-%d %H:%M} · {copy.title}"
+                       f" · {copy.url or '(no link)'}")
+
+
+@rules.command("test")
+@click.argument("items", required=False, type=click.File("r", encoding="utf-8"))
+@click.option("--feed", metavar="URL", help="Test against a live feed, fetched now.")
+@click.option("--since", metavar="WINDOW",
+              help="Backtest: stored items first seen in this window (7d, 24h, …); prints "
+                   "those that would alert, sends nothing.")
+@rules_dir_option
+def rules_test(items: Any, feed: str | None, since: str | None,
+               rules_dir: Path | None) -> None:
+    """What would match, and why. Reads items as JSON Lines from ITEMS (or standard input),
+    one JSON line out per item: {"id", "rules", "terms", "where"}."""
+    from monitor import rulestest
+    from monitor.engine import Engine
+
+    if sum(x is not None for x in (items, feed, since)) > 1:
+        raise click.UsageError("give one of ITEMS, --feed or --since")
+    settings = _settings(rules_dir=rules_dir)
+    ruleset = _load_rules(settings)
+    engine = Engine(ruleset.rules)
+    tags = {f.url: tuple(f.tags) for f in ruleset.feeds}
+    out = click.get_text_stream("stdout")
+    bad = 0
+    if feed is not None:
+        names = {f.url: f.name for f in ruleset.feeds if f.name}
+        documents, extra = _feed_documents(settings, feed, tags, names.get(feed))
+        tally = rulestest.run(engine, documents, out, extra=extra)
+    elif since is not None:
+        documents, extra = _stored_documents(settings, since, tags)
+        tally = rulestest.run(engine, documents, out, only_matches=True, extra=extra)
+    else:
+        stream = items or click.get_text_stream("stdin")
+        good = []
+        for entry in rulestest.read_jsonl(stream):
+            if isinstance(entry, rulestest.BadLine):
+                bad += 1
+                click.echo(f"{getattr(stream, 'name', 'stdin')}:{entry}", err=True)
+            else:
+                good.append(entry)
+        tally = rulestest.run(engine, good, out)
+    click.echo(tally.summary() + (f"; {bad} bad line(s)" if bad else ""), err=True)
+    if bad:
+        sys.exit(1)
+
+
+def _feed_documents(settings: Settings, url: str, tags: dict,
+                    name: str | None) -> tuple[list, dict]:
+    from monitor.errors import FetchError
+    from monitor.fetch import Fetcher
+    from monitor.normalize import normalize_entry
+    from monitor.parse import parse_feed
+
+    async def fetch() -> Any:
+        async with Fetcher(settings) as fetcher:
+            return await fetcher.fetch(url)
+    try:
+        fetched = asyncio.run(fetch())
+        parsed = parse_feed(fetched.body or b"", url=url, content_type=fetched.content_type)
+    except FetchError as exc:
+        raise click.ClickException(f"cannot read {url}: {exc.reason}") from None
+    documents, extra = [], {}
+    for entry in parsed.entries:
+        item = normalize_entry(entry, feed_language=parsed.language)
+        item_id = item.guid or item.url or item.identity
+        documents.append((item_id, item.document(source=name or parsed.title or url, feed=url,
+                                                 tags=tags.get(url, ()))))
+        extra[item_id] = {"title": item.title}
+    return documents, extra
+
+
+def _stored_documents(settings: Settings, since: str, tags: dict) -> tuple[Any, dict]:
+    from monitor.durations import parse_duration
+    from monitor.match import Document
+    from monitor.pipeline import utcnow
+    from monitor.store import Store
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    store = Store.open(settings.database_url)
+    extra: dict[str, dict] = {}
+
+    def documents() -> Any:
+        try:
+            for item, source in store.items_since(utcnow() - window):
+                label = source.name or source.feed_title or source.url
+                item_id = item.guid or item.url or item.identity
+                extra[item_id] = {"title": item.title, "source": label,
+                                  "first_seen_at": item.first_seen_at.isoformat()}
+                yield item_id, Document(
+                    title=item.title, summary=item.summary, content=item.content,
+                    source=label, url=item.canonical_url or item.url or "", feed=source.url,
+                    tags=tags.get(source.url, ()), lang=item.language or "")
+        finally:
+            store.close()
+    return documents(), extra
+
+
+@rules.command("schema")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the schema here (e.g. rules/schema.json) instead of to stdout.")
+def rules_schema(output: Path | None) -> None:
+    """Print the JSON Schema of rule files, for editors to complete and validate them."""
+    import json
+
+    from monitor.rules import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+
+
+def main() -> None:
+    cli(prog_name="monitor")

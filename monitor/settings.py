@@ -1,0 +1,109 @@
+"""Settings from the environment (prefix MONITOR_), a `.env` file, and defaults.
+
+The names are a public contract (see DESIGN.md); every one is documented in `.env.example`.
+Per-source values (a feed's `interval:` in feeds.yaml) fall back to these defaults in one place:
+`Settings.interval_for`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from monitor.durations import Duration
+
+DEFAULT_USER_AGENT = "monitor/0.1 (news-alert daemon)"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", env_file=".env",
+                                      env_file_encoding="utf-8", extra="ignore")
+
+    # The public contract.
+    database_url: str = "sqlite:///monitor.db"
+    rules_dir: Path = Path("rules")
+    slack_webhook_url: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["starttls", "ssl", "none"] = "starttls"
+    email_from: str | None = None
+    email_to: Annotated[list[str], NoDecode] = []
+    first_poll_lookback: Duration = timedelta(hours=24)
+
+    # Operation.
+    poll_interval: Duration = timedelta(minutes=10)
+    poll_tick: Duration = timedelta(seconds=30)
+    delivery_tick: Duration = timedelta(seconds=15)
+    fetch_timeout: Duration = timedelta(seconds=30)
+    fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    fetch_concurrency: int = Field(default=8, ge=1, le=256)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    user_agent: str = DEFAULT_USER_AGENT
+    notify_timeout: Duration = timedelta(seconds=20)
+    delivery_retry_base: Duration = timedelta(seconds=30)
+    delivery_max_attempts: int = Field(default=20, ge=1)
+    shutdown_grace: Duration = timedelta(seconds=30)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("email_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("slack_webhook_url", "smtp_password", "smtp_host", "smtp_username",
+                     "email_from", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _https_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")  # the value itself is never echoed
+        return value
+
+    @model_validator(mode="after")
+    def _email_complete(self) -> Settings:
+        if self.smtp_host and not (self.email_from and self.email_to):
+            raise ValueError("MONITOR_SMTP_HOST is set, so MONITOR_EMAIL_FROM and "
+                             "MONITOR_EMAIL_TO must be set too")
+        return self
+
+    @property
+    def email_configured(self) -> bool:
+        return bool(self.smtp_host and self.email_from and self.email_to)
+
+    def interval_for(self, interval: timedelta | None) -> timedelta:
+        return interval or self.poll_interval
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and `.env`; errors become one readable ConfigError."""
+    from pydantic import ValidationError
+
+    from monitor.errors import ConfigError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "MONITOR_" + "_".join(str(p) for p in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{name}: {message}" if error["loc"] else message)
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,458 @@
+"""Store operations: what the poll and delivery stories need from the database, and no more.
+
+Methods are synchronous and short; the async pipeline runs them in a worker thread. They take
+and return plain dataclasses, never ORM objects, so nothing lazy crosses a thread or outlives
+its session. Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from monitor import stories
+from monitor.normalize import Item as NormalizedItem
+from monitor.stories import Fingerprint
+from monitor.store.db import create_db_engine, migrate
+from monitor.store.models import Alert, Item, ItemBand, ItemKey, Source, Story
+
+STORY_LOCK = 0x6D6F6E69746F72  # PostgreSQL advisory lock key for story assignment
+
+
+@dataclass(frozen=True)
+class SourceState:
+    id: int
+    url: str
+    name: str | None
+    feed_title: str | None
+    interval: timedelta
+    etag: str | None
+    last_modified: str | None
+    first_polled_at: datetime | None
+    next_poll_at: datetime
+    last_polled_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    consecutive_failures: int
+    active: bool
+
+    @property
+    def label(self) -> str:
+        return self.name or self.feed_title or self.url
+
+
+@dataclass(frozen=True)
+class Known:
+    item_id: int
+    content_hash: str
+    matched_rules: tuple[str, ...] | None  # None: recorded quietly, never evaluated
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An item to record, with the alerts it should raise (none when recorded quietly)."""
+
+    item: NormalizedItem
+    matched_rules: tuple[str, ...] | None  # None: recorded quietly
+    alerts: dict[str, list[dict[str, Any]]]  # destination -> rule payloads
+    fingerprint: Fingerprint | None = None  # for grouping a new item into a story
+    item_id: int | None = None  # the stored item an edited one updates
+
+
+@dataclass(frozen=True)
+class SaveOutcome:
+    new: int
+    updated: int
+    alerts: int
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    id: int
+    destination: str
+    rules: list[dict[str, Any]]
+    attempts: int
+    created_at: datetime
+    title: str
+    url: str | None
+    summary: str
+    content: str
+    published_at: datetime | None
+    first_seen_at: datetime
+    source_name: str
+    also: tuple[str, ...] = ()  # the other outlets that reported the story so far
+
+
+@dataclass(frozen=True)
+class Copy:
+    source: str
+    title: str
+    url: str | None
+    first_seen_at: datetime
+
+
+@dataclass(frozen=True)
+class StoryView:
+    id: int
+    created_at: datetime
+    copies: tuple[Copy, ...]  # first seen first
+    alerts: dict[str, str]  # destination -> status
+
+
+def _state(source: Source) -> SourceState:
+    return SourceState(
+        id=source.id, url=source.url, name=source.name, feed_title=source.feed_title,
+        interval=timedelta(seconds=source.interval_seconds), etag=source.etag,
+        last_modified=source.last_modified, first_polled_at=source.first_polled_at,
+        next_poll_at=source.next_poll_at, last_polled_at=source.last_polled_at,
+        last_status=source.last_status, last_error=source.last_error,
+        consecutive_failures=source.consecutive_failures, active=source.active)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def link_hash(item: NormalizedItem) -> str | None:
+    """Items sharing this are one story: only a link that identifies the item counts."""
+    if item.canonical_url and f"url:{item.canonical_url}" in item.keys:
+        return _sha(item.canonical_url)
+    return None
+
+
+def _label(source: Source, publisher: str | None = None) -> str:
+    name = source.name or source.feed_title or source.url
+    return f"{publisher} via {name}" if publisher else name
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
+        engine = create_db_engine(url)
+        if migrate_schema:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _insert(self, model: type) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(model)
+        if self.dialect == "sqlite":
+            return sqlite.insert(model)
+        raise NotImplementedError(f"unsupported database {self.dialect!r}")
+
+    # Sources -------------------------------------------------------------------------------
+
+    def sync_sources(self, feeds: Iterable[tuple[str, str | None, timedelta]],
+                     now: datetime) -> None:
+        """Make the sources table follow feeds.yaml: add, update, deactivate (never delete:
+        a feed that comes back keeps its history)."""
+        wanted = {url: (name, interval) for url, name, interval in feeds}
+        with Session(self.engine) as session, session.begin():
+            existing = {s.url: s for s in session.scalars(select(Source))}
+            for url, (name, interval) in wanted.items():
+                seconds = int(interval.total_seconds())
+                source = existing.get(url)
+                if source is None:
+                    session.add(Source(url=url, name=name, interval_seconds=seconds, active=True,
+                                       created_at=now, next_poll_at=now,
+                                       consecutive_failures=0))
+                    continue
+                if not source.active:
+                    source.active = True
+                    source.next_poll_at = now
+                source.name = name
+                if source.interval_seconds != seconds:
+                    source.interval_seconds = seconds
+                    source.next_poll_at = min(source.next_poll_at, now + interval)
+            for url, source in existing.items():
+                if url not in wanted and source.active:
+                    source.active = False
+
+    def sources(self, *, active_only: bool = True) -> list[SourceState]:
+        with Session(self.engine) as session:
+            query = select(Source).order_by(Source.id)
+            if active_only:
+                query = query.where(Source.active.is_(True))
+            return [_state(s) for s in session.scalars(query)]
+
+    def due_sources(self, now: datetime) -> list[SourceState]:
+        with Session(self.engine) as session:
+            query = (select(Source).where(Source.active.is_(True), Source.next_poll_at <= now)
+                     .order_by(Source.next_poll_at))
+            return [_state(s) for s in session.scalars(query)]
+
+    def record_failure(self, source_id: int, *, status: int | None, error: str,
+                       now: datetime, next_poll_at: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Source).where(Source.id == source_id).values(
+                last_polled_at=now, last_status=status, last_error=error[:2000],
+                consecutive_failures=Source.consecutive_failures + 1,
+                next_poll_at=next_poll_at))
+
+    def record_not_modified(self, source_id: int, *, now: datetime,
+                            next_poll_at: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Source).where(Source.id == source_id).values(
+                last_polled_at=now, last_success_at=now, last_status=304, last_error=None,
+                consecutive_failures=0, next_poll_at=next_poll_at))
+
+    # Items ---------------------------------------------------------------------------------
+
+    def known_items(self, source_id: int,
+                    items: Sequence[NormalizedItem]) -> dict[str, Known]:
+        """The stored item each of these is, by any of its keys, keyed by the new identity."""
+        by_key: dict[str, list[str]] = {}
+        for item in items:
+            for key in item.keys:
+                by_key.setdefault(_sha(key), []).append(item.identity)
+        hashes = list(by_key)
+        found: dict[str, Known] = {}
+        with Session(self.engine) as session:
+            for start in range(0, len(hashes), 500):
+                rows = session.execute(
+                    select(ItemKey.key_hash, Item.id, Item.content_hash, Item.matched_rules)
+                    .join(Item, Item.id == ItemKey.item_id)
+                    .where(ItemKey.source_id == source_id,
+                           ItemKey.key_hash.in_(hashes[start:start + 500])))
+                for key_hash, item_id, content_hash, matched in rows:
+                    known = Known(item_id, content_hash,
+                                  None if matched is None else tuple(matched))
+                    for identity in by_key[key_hash]:
+                        found.setdefault(identity, known)
+        return found
+
+    def save_poll(self, source: SourceState, *, new: Sequence[Outgoing],
+                  changed: Sequence[Outgoing], status: int, etag: str | None,
+                  last_modified: str | None, feed_title: str | None, now: datetime,
+                  next_poll_at: datetime) -> SaveOutcome:
+        """Record a successful poll in one transaction: new items, edited items, their alerts
+        and the source's state. An item another writer recorded first raises no alert here."""
+        inserted = updated = alerts = 0
+        with Session(self.engine) as session, session.begin():
+            if self.dialect == "postgresql":
+                # Story assignment reads then writes: one writer at a time, as SQLite's
+                # BEGIN IMMEDIATE already ensures.
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": STORY_LOCK})
+            for out in new:
+                story_id = self._story_for(session, source, out, now)
+                item_id = session.execute(
+                    self._insert(Item).values(**self._item_values(out), source_id=source.id,
+                                              identity=out.item.identity, story_id=story_id,
+                                              first_seen_at=now, updated_at=now)
+                    .on_conflict_do_nothing(index_elements=["source_id", "identity"])
+                    .returning(Item.id)).scalar()
+                if item_id is None:
+                    continue
+                inserted += 1
+                self._remember(session, source.id, item_id, out, now)
+                alerts += self._enqueue(session, story_id, item_id, out.alerts, now)
+            for out in changed:
+                story_id = session.execute(select(Item.story_id).where(
+                    Item.id == out.item_id)).scalar()
+                if story_id is None:
+                    continue
+                session.execute(update(Item).where(Item.id == out.item_id).values(
+                    **self._item_values(out), updated_at=now))
+                self._remember(session, source.id, out.item_id, out, now, bands=False)
+                updated += 1
+                alerts += self._enqueue(session, story_id, out.item_id, out.alerts, now)
+            values: dict[str, Any] = dict(
+                last_polled_at=now, last_success_at=now, last_status=status, last_error=None,
+                consecutive_failures=0, next_poll_at=next_poll_at, etag=etag,
+                last_modified=last_modified)
+            if feed_title:
+                values["feed_title"] = feed_title[:300]
+            if source.first_polled_at is None:
+                values["first_polled_at"] = now
+            session.execute(update(Source).where(Source.id == source.id).values(**values))
+        return SaveOutcome(new=inserted, updated=updated, alerts=alerts)
+
+    @staticmethod
+    def _item_values(out: Outgoing) -> dict[str, Any]:
+        item = out.item
+        values = dict(guid=item.guid, url=item.url, canonical_url=item.canonical_url,
+                      link_hash=link_hash(item), publisher=item.publisher,
+                      title=item.title, summary=item.summary, content=item.content,
+                      author=item.author, language=item.language,
+                      published_at=item.published_at, content_hash=item.content_hash,
+                      matched_rules=None if out.matched_rules is None
+                      else list(out.matched_rules))
+        if out.fingerprint is not None:
+            values.update(fingerprint=out.fingerprint.signature,
+                          story_text=out.fingerprint.text)
+        return values
+
+    def _story_for(self, session: Session, source: SourceState, out: Outgoing,
+                   now: datetime) -> int:
+        """The story a new item belongs to: the one already holding its canonical link, else
+        the most similar recent one, else a new story."""
+        digest = link_hash(out.item)
+        if digest is not None:
+            story_id = session.execute(select(Item.story_id).where(Item.link_hash == digest)
+                                       .limit(1)).scalar()
+            if story_id is not None:
+                return story_id
+        if out.fingerprint is not None:
+            rows = session.execute(
+                select(Item.story_id, Item.fingerprint, Item.story_text).distinct()
+                .join(ItemBand, ItemBand.item_id == Item.id)
+                .where(ItemBand.band.in_(stories.bands(out.fingerprint)),
+                       ItemBand.created_at >= now - stories.WINDOW))
+            story_id = stories.best_match(out.fingerprint, (
+                stories.Candidate(row.story_id, stories.Fingerprint.stored(row.story_text or "",
+                                                                           row.fingerprint))
+                for row in rows if row.fingerprint))
+            if story_id is not None:
+                return story_id
+        key = _sha(f"url:{out.item.canonical_url}" if digest else
+                   f"item:{source.id}:{out.item.identity}")
+        session.execute(self._insert(Story).values(key=key, created_at=now)
+                        .on_conflict_do_nothing(index_elements=["key"]))
+        return session.execute(select(Story.id).where(Story.key == key)).scalar_one()
+
+    def _remember(self, session: Session, source_id: int, item_id: int, out: Outgoing,
+                  now: datetime, *, bands: bool = True) -> None:
+        """Record the item's keys (and, when new, its bands) for later recognition."""
+        keys = [{"source_id": source_id, "key_hash": _sha(k), "item_id": item_id}
+                for k in out.item.keys]
+        if keys:
+            session.execute(self._insert(ItemKey).values(keys).on_conflict_do_nothing(
+                index_elements=["source_id", "key_hash"]))
+        if bands and out.fingerprint is not None:
+            session.execute(self._insert(ItemBand).values([
+                {"item_id": item_id, "band": band, "created_at": now}
+                for band in stories.bands(out.fingerprint)]).on_conflict_do_nothing())
+
+    def _enqueue(self, session: Session, story_id: int, item_id: int,
+                 alerts: dict[str, list[dict[str, Any]]], now: datetime) -> int:
+        count = 0
+        for destination, rules in alerts.items():
+            alert_id = session.execute(
+                self._insert(Alert).values(story_id=story_id, item_id=item_id,
+                                           destination=destination, rules=rules,
+                                           status="pending", attempts=0, created_at=now,
+                                           next_attempt_at=now)
+                .on_conflict_do_nothing(index_elements=["story_id", "destination"])
+                .returning(Alert.id)).scalar()
+            count += alert_id is not None
+        return count
+
+    # Alerts --------------------------------------------------------------------------------
+
+    def claim_due_alerts(self, now: datetime, *, lease: timedelta,
+                         limit: int = 100) -> list[PendingAlert]:
+        """Take up to `limit` due alerts for one delivery pass. A claimed alert is skipped by
+        every other pass until it is settled or its lease runs out (the holder crashed)."""
+        with Session(self.engine) as session, session.begin():
+            query = (select(Alert.id)
+                     .where(Alert.status == "pending", Alert.next_attempt_at <= now,
+                            or_(Alert.lease_until.is_(None), Alert.lease_until < now))
+                     .order_by(Alert.id).limit(limit))
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(session.scalars(query))
+            if not ids:
+                return []
+            session.execute(update(Alert).where(Alert.id.in_(ids))
+                            .values(lease_until=now + lease))
+            rows = session.execute(
+                select(Alert, Item, Source)
+                .join(Item, Alert.item_id == Item.id)
+                .join(Source, Item.source_id == Source.id)
+                .where(Alert.id.in_(ids)).order_by(Alert.id)).all()
+            copies: dict[int, list[tuple[int, str]]] = {}
+            for item, source in session.execute(
+                    select(Item, Source).join(Source, Item.source_id == Source.id)
+                    .where(Item.story_id.in_({alert.story_id for alert, _, _ in rows}))
+                    .order_by(Item.first_seen_at, Item.id)):
+                copies.setdefault(item.story_id, []).append(
+                    (item.id, _label(source, item.publisher)))
+            return [PendingAlert(
+                id=alert.id, destination=alert.destination, rules=list(alert.rules),
+                attempts=alert.attempts, created_at=alert.created_at, title=item.title,
+                url=item.url, summary=item.summary, content=item.content,
+                published_at=item.published_at, first_seen_at=item.first_seen_at,
+                source_name=_label(source, item.publisher),
+                also=tuple(dict.fromkeys(
+                    label for other_id, label in copies.get(alert.story_id, ())
+                    if other_id != item.id and label != _label(source, item.publisher))))
+                for alert, item, source in rows]
+
+    def mark_sent(self, alert_id: int, now: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Alert).where(Alert.id == alert_id, Alert.status == "pending")
+                            .values(status="sent", sent_at=now, last_error=None, lease_until=None,
+                                    attempts=Alert.attempts + 1))
+
+    def mark_retry(self, alert_id: int, error: str, next_attempt_at: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Alert).where(Alert.id == alert_id, Alert.status == "pending")
+                            .values(last_error=error[:2000], attempts=Alert.attempts + 1,
+                                    next_attempt_at=next_attempt_at, lease_until=None))
+
+    def release(self, alert_ids: Sequence[int], *, until: datetime | None = None) -> None:
+        """Give claimed alerts back without counting an attempt, due again at `until` (or as
+        they were): the pass stopped before trying them."""
+        if not alert_ids:
+            return
+        values: dict[str, Any] = {"lease_until": None}
+        if until is not None:
+            values["next_attempt_at"] = until
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Alert).where(Alert.id.in_(list(alert_ids)),
+                                                Alert.status == "pending").values(**values))
+
+    def mark_dead(self, alert_id: int, error: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Alert).where(Alert.id == alert_id, Alert.status == "pending")
+                            .values(status="dead", last_error=error[:2000], lease_until=None,
+                                    attempts=Alert.attempts + 1))
+
+    def recent_stories(self, since: datetime, limit: int = 50) -> list[StoryView]:
+        """Stories first seen since `since`, newest first, with every copy and alert state."""
+        with Session(self.engine) as session:
+            ids = list(session.scalars(select(Story.id).where(Story.created_at >= since)
+                                       .order_by(Story.created_at.desc(), Story.id.desc())
+                                       .limit(limit)))
+            copies: dict[int, list[Copy]] = {i: [] for i in ids}
+            for item, source in session.execute(
+                    select(Item, Source).join(Source, Item.source_id == Source.id)
+                    .where(Item.story_id.in_(ids)).order_by(Item.first_seen_at, Item.id)):
+                copies[item.story_id].append(Copy(_label(source, item.publisher), item.title,
+                                                  item.url, item.first_seen_at))
+            states: dict[int, dict[str, str]] = {i: {} for i in ids}
+            for story_id, destination, status in session.execute(
+                    select(Alert.story_id, Alert.destination, Alert.status)
+                    .where(Alert.story_id.in_(ids))):
+                states[story_id][destination] = status
+            created = dict(session.execute(select(Story.id, Story.created_at)
+                                           .where(Story.id.in_(ids))).all())
+            return [StoryView(i, created[i], tuple(copies[i]), states[i]) for i in ids]
+
+    def items_since(self, since: datetime) -> Iterator[tuple[Item, Source]]:
+        """Stored items first seen since `since`, oldest first, with their source."""
+        with Session(self.engine) as session:
+            query = (select(Item, Source).join(Source, Item.source_id == Source.id)
+                     .where(Item.first_seen_at >= since).order_by(Item.first_seen_at, Item.id)
+                     .execution_options(yield_per=500))
+            for item, source in session.execute(query):
+                yield item, source
+
+    def alert_counts(self) -> dict[str, int]:
+        with Session(self.engine) as session:
+            return dict(session.execute(select(Alert.status, func.count()).group_by(
+                Alert.status)).all())

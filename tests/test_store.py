@@ -1,0 +1,94 @@
+"""The store on a real SQLite file: migrations, WAL, and uniqueness held by the database."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from conftest import rss
+from monitor.normalize import normalize_entry
+from monitor.parse import parse_feed
+from monitor.store import Outgoing, Store
+
+NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+
+
+def open_store(path: Path) -> Store:
+    return Store.open(f"sqlite:///{path}")
+
+
+def an_item(guid: str = "g", title: str = "Cosco"):  # noqa: ANN201
+    feed = parse_feed(rss([{"guid": guid, "title": title,
+                            "link": f"http://ex.org/news/{guid}"}]),
+                      url="http://ex.org/feed")
+    return normalize_entry(feed.entries[0])
+
+
+def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    store.close()
+    store = open_store(tmp_path / "m.db")
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"sources", "items", "stories", "alerts", "alembic_version"} <= tables
+    store.close()
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+
+
+def test_sources_follow_the_feeds_file(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    store.sync_sources([("http://a/", "A", timedelta(minutes=10)),
+                        ("http://b/", None, timedelta(minutes=5))], NOW)
+    assert [s.url for s in store.due_sources(NOW)] == ["http://a/", "http://b/"]
+    store.sync_sources([("http://b/", "B", timedelta(minutes=5))], NOW)
+    assert [(s.url, s.name) for s in store.sources()] == [("http://b/", "B")]
+    assert len(store.sources(active_only=False)) == 2
+    store.close()
+
+
+def test_an_item_and_its_alerts_are_recorded_once_whoever_writes_first(tmp_path: Path) -> None:
+    one = open_store(tmp_path / "m.db")
+    two = open_store(tmp_path / "m.db")  # a second writer on the same file
+    one.sync_sources([("http://a/", "A", timedelta(minutes=10))], NOW)
+    [source] = one.sources()
+    outgoing = Outgoing(an_item(), ("cosco",),
+                        {"slack": [{"id": "cosco", "name": "C", "terms": ["Cosco"]}],
+                         "email": [{"id": "cosco", "name": "C", "terms": ["Cosco"]}]})
+    kwargs = dict(changed=[], status=200, etag=None, last_modified=None, feed_title="T",
+                  now=NOW, next_poll_at=NOW + timedelta(minutes=10))
+    first = one.save_poll(source, new=[outgoing], **kwargs)
+    second = two.save_poll(source, new=[outgoing], **kwargs)
+    assert (first.new, first.alerts) == (1, 2)
+    assert (second.new, second.alerts) == (0, 0)
+    lease = timedelta(minutes=10)
+    claimed = one.claim_due_alerts(NOW, lease=lease)
+    assert sorted(a.destination for a in claimed) == ["email", "slack"]
+    assert two.claim_due_alerts(NOW, lease=lease) == []  # held by the first pass
+    [alert] = [a for a in claimed if a.destination == "slack"]
+    one.mark_sent(alert.id, NOW)
+    one.mark_retry(alert.id, "late", NOW)  # a sent alert never goes back to pending
+    # The holder of the email alert "crashed": its lease runs out and another pass takes it.
+    assert two.claim_due_alerts(NOW + lease / 2, lease=lease) == []
+    [again] = two.claim_due_alerts(NOW + lease * 2, lease=lease)
+    assert again.destination == "email"
+    assert one.alert_counts() == {"pending": 1, "sent": 1}
+    one.close()
+    two.close()
+
+
+def test_the_same_story_alerts_once_per_destination_across_sources(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    store.sync_sources([("http://a/", "A", timedelta(minutes=10)),
+                        ("http://b/", "B", timedelta(minutes=10))], NOW)
+    a, b = store.sources()
+    payload = {"slack": [{"id": "r", "name": "R", "terms": []}]}
+    kwargs = dict(changed=[], status=200, etag=None, last_modified=None, feed_title=None,
+                  now=NOW, next_poll_at=NOW)
+    item = an_item("same")
+    assert store.save_poll(a, new=[Outgoing(item, ("r",), payload)], **kwargs).alerts == 1
+    assert store.save_poll(b, new=[Outgoing(item, ("r",), payload)], **kwargs).alerts == 0
+    store.close()
