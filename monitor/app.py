@@ -18,7 +18,7 @@ from monitor.logs import log
 from monitor.notify import Notifier, build_notifiers, default_destinations
 from monitor.errors import RulesError
 from monitor.pipeline import Compiled, Poller, PollReport, Routing, compile_ruleset, utcnow
-from monitor.rules import RuleSet, load_rules
+from monitor.rules import RuleSet, fingerprint, load_rules
 from monitor.settings import Settings
 from monitor.store import Store
 
@@ -32,6 +32,8 @@ class App:
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
         self._reloading = asyncio.Lock()
+        # The rules directory as last loaded (or last tried): a change shows as a difference.
+        self._rules_seen: tuple = ()
 
     async def start(self) -> None:
         """Load rules (all or nothing), open and migrate the store, sync sources."""
@@ -51,8 +53,18 @@ class App:
                  database=self.store.engine.url.render_as_string(hide_password=True))
 
     def _compile(self) -> Compiled:
-        """Load and compile the rules directory (all or nothing): CPU work, run in a thread."""
+        """Load and compile the rules directory (all or nothing): CPU work, run in a thread.
+        The fingerprint is taken first, so a change made during the load shows up later."""
+        self._rules_seen = fingerprint(self.settings.rules_dir)
         return compile_ruleset(load_rules(self.settings.rules_dir))
+
+    async def reload_if_changed(self) -> bool:
+        """Reload when the rules directory differs from what was last loaded or tried. The
+        file watcher normally gets there first; this catches what it cannot see."""
+        if fingerprint(self.settings.rules_dir) == self._rules_seen:
+            return False
+        log.info("rules directory changed", rules_dir=str(self.settings.rules_dir))
+        return await self.reload()
 
     async def _adopt(self, compiled: Compiled) -> None:
         """Make the sources follow feeds.yaml and say where each rule will send."""
@@ -152,6 +164,7 @@ class App:
         return tick
 
     async def _poll_tick(self) -> None:
+        await self.reload_if_changed()
         reports = await self.poll_due()
         if any(r.alerts for r in reports):
             # Tell people fast: deliver now rather than at the next delivery tick.

@@ -10,6 +10,7 @@ RulesError of `file:line[:column]: reason`, and no half-loaded set is ever retur
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -243,6 +244,27 @@ def _query_position(path: Path, mark: Mark, query: str,
     if mark.style in (">", "|") and (found := _block_position(path, mark, query, column)):
         return Mark(found[0], found[1], plain=True, quoted=False), found[1], ""
     return mark, None, f" (column {column} of the query)"
+
+
+def fingerprint(directory: Path | str) -> tuple[tuple[str, int, int], ...]:
+    """What the rules directory holds, as names, sizes and modification times of its YAML
+    files: cheap to take, and it changes whenever a file the loader reads changes. The daemon
+    compares it on every poll tick, so a change the file watcher missed (a network
+    filesystem, a change made while the watcher was starting) is still picked up."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return ()
+    found = []
+    for entry in entries:
+        if not entry.name.endswith((".yaml", ".yml")):
+            continue
+        try:
+            stat = entry.stat()
+        except OSError:  # removed between listing and stat: the next look sees it gone
+            continue
+        found.append((entry.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
 
 
 def load_rules(directory: Path | str) -> RuleSet:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sqlite3
 import time
 
 import pytest
+from structlog.testing import capture_logs
+
+from monitor.app import App
+from monitor.rules import load_rules
+from monitor.settings import Settings
 
 from conftest import FeedServer, SlackServer, SmtpServer, Workspace, hours_ago, now, rss
 
@@ -467,7 +473,11 @@ def test_rules_reload_on_change_and_sighup_and_bad_changes_keep_the_old_rules(
             time.sleep(0.1)
 
     try:
-        time.sleep(1.5)
+        # Up and polling: the rules are loaded and the watcher is starting.
+        deadline = time.monotonic() + 30
+        while not feeds.requests and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert feeds.requests, "the daemon never polled"
         # An editor saves by writing a temporary file and renaming it over the rules file.
         tmp = workspace.rules / ".extra.yaml.swp"
         tmp.write_text("rules:\n  - id: lithium\n    query: 'lithium NEAR/3 peru'\n",
@@ -501,3 +511,39 @@ def test_rules_reload_on_change_and_sighup_and_bad_changes_keep_the_old_rules(
     assert process.returncode == 0, err
     assert "rules not reloaded" in err and "unbalanced '('" in err
     assert err.count("rules reloaded") >= 2
+
+
+def test_a_rules_change_the_watcher_missed_is_picked_up_by_the_next_tick(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    """The file watcher cannot see every change (network filesystems, a change made while it
+    was starting). The poll tick compares the rules directory with what was loaded."""
+    workspace.write_feeds(feeds.set("/news.xml", rss([])))
+    settings = Settings(_env_file=None, rules_dir=workspace.rules,
+                        database_url=f"sqlite:///{workspace.db}")
+
+    async def scenario() -> list[object]:
+        app = App(settings)
+        await app.start()
+        try:
+            seen: list[object] = [await app.reload_if_changed()]  # nothing changed yet
+            workspace.write("extra.yaml", "rules:\n  - id: lithium\n    query: lithium\n")
+            seen += [await app.reload_if_changed(), await app.reload_if_changed()]
+            seen.append(sorted(r.id for r in app.ruleset.rules))
+            # A broken change is tried once, not on every tick, and the rules stay in force.
+            workspace.write("extra.yaml", "rules:\n  - id: lithium\n    query: '(lithium'\n")
+            with capture_logs() as logged:
+                seen += [await app.reload_if_changed(), await app.reload_if_changed()]
+            seen.append([e["event"] for e in logged if e["log_level"] == "error"])
+            seen.append(sorted(r.id for r in app.ruleset.rules))
+            (workspace.rules / "extra.yaml").unlink()
+            seen.append(await app.reload_if_changed())
+            seen.append(sorted(r.id for r in app.ruleset.rules))
+            return seen
+        finally:
+            await app.close()
+
+    before = sorted(r.id for r in load_rules(workspace.rules).rules)
+    seen = asyncio.run(scenario())
+    assert seen == [False, True, False, sorted(before + ["lithium"]),
+                    False, False, ["rules problem", "rules not reloaded: keeping the rules in force"],
+                    sorted(before + ["lithium"]), True, before]
