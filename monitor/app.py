@@ -32,6 +32,7 @@ class App:
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
         self._reloading = asyncio.Lock()
+        self.destinations = settings.configured_destinations()
         # The rules directory as last loaded (or last tried): a change shows as a difference.
         self._rules_seen: tuple = ()
 
@@ -43,11 +44,12 @@ class App:
         self.store = await asyncio.to_thread(Store.open, settings.database_url)
         self.notifiers = build_notifiers(settings)
         self.routing = Routing(default=default_destinations(self.notifiers),
-                               available=frozenset(self.notifiers))
+                               destinations_by_name={n: d for n, d in self.destinations.items()
+                                                     if n in self.notifiers})
         await self._adopt(compiled)
         self.fetcher = Fetcher(settings)
         self.poller = Poller(settings, self.store, self.fetcher, compiled, self.routing)
-        self.dispatcher = Dispatcher(settings, self.store, self.notifiers)
+        self.dispatcher = Dispatcher(settings, self.store, self.notifiers, self.destinations)
         log.info("monitor started", sources=len(self.ruleset.feeds),
                  rules=len(self.ruleset.rules), destinations=",".join(self.routing.default),
                  database=self.store.engine.url.render_as_string(hide_password=True))
@@ -56,7 +58,8 @@ class App:
         """Load and compile the rules directory (all or nothing): CPU work, run in a thread.
         The fingerprint is taken first, so a change made during the load shows up later."""
         self._rules_seen = fingerprint(self.settings.rules_dir)
-        return compile_ruleset(load_rules(self.settings.rules_dir))
+        return compile_ruleset(load_rules(self.settings.rules_dir,
+                                          destinations=self.destinations))
 
     async def reload_if_changed(self) -> bool:
         """Reload when the rules directory differs from what was last loaded or tried. The
@@ -74,8 +77,8 @@ class App:
             for f in compiled.ruleset.feeds], utcnow())
         for rule in compiled.ruleset.rules:
             missing = [d for d in rule.notify or () if d not in self.notifiers]
-            if missing:
-                log.warning("rule routes to unconfigured destinations", rule=rule.id,
+            if missing:  # configured, but its notifier could not be built (logged then)
+                log.warning("rule routes to unavailable destinations", rule=rule.id,
                             missing=",".join(missing),
                             using=",".join(self.routing.destinations(rule)))
 
@@ -170,6 +173,9 @@ class App:
             # Tell people fast: deliver now rather than at the next delivery tick.
             self.scheduler.modify_job("deliver", next_run_time=utcnow())
 
+    async def _wake_delivery(self) -> None:
+        self.scheduler.modify_job("deliver", next_run_time=utcnow())
+
     async def _deliver_tick(self) -> None:
         await self.deliver()
 
@@ -197,6 +203,12 @@ class App:
                                seconds=self.settings.delivery_tick.total_seconds(),
                                next_run_time=now, max_instances=1, coalesce=True,
                                misfire_grace_time=None)
+        for name, destination in self.destinations.items():
+            trigger = destination.schedule.trigger()
+            if trigger is not None and name in self.notifiers:
+                # A digest is due at its time: deliver then, not at the next tick.
+                self.scheduler.add_job(self._wake_delivery, trigger, id=f"digest:{name}",
+                                       misfire_grace_time=None, coalesce=True)
         self.scheduler.start()
         try:
             await stop.wait()

@@ -5,6 +5,8 @@
     monitor rules test       what would match, and why (JSON Lines, a live feed, a backtest)
     monitor rules schema     the JSON Schema of rule files
     monitor stories          recent stories, with every outlet that reported each
+    monitor alerts           the outbox by state; `show ID` with its attempts; `retry`
+    monitor notify test D    send a sample alert to destination D now
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def _load_rules(settings: Settings) -> Any:
     from monitor.rules import load_rules
 
     try:
-        return load_rules(settings.rules_dir)
+        return load_rules(settings.rules_dir,
+                          destinations=settings.configured_destinations())
     except RulesError as exc:
         _report(exc, "{count} problem(s) found")
         sys.exit(1)
@@ -137,6 +140,152 @@ def stories(since: str, limit: int) -> None:
         for copy in copies:
             click.echo(f"    {copy.source} · {copy.first_seen_at:%Y-%m-%d %H:%M} · {copy.title}"
                        f" · {copy.url or '(no link)'}")
+
+
+def _one_line(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--state", type=click.Choice(["pending", "sending", "sent", "failed", "dead"]),
+              help="Only alerts in this state.")
+@click.option("--destination", help="Only alerts for this destination.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_context
+def alerts(ctx: click.Context, state: str | None, destination: str | None,
+           limit: int) -> None:
+    """The outbox, newest first: each alert's state, attempts and last error."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from monitor.store import Store
+
+    settings = _settings()
+    store = Store.open(settings.database_url)
+    try:
+        counts = store.alert_counts()
+        rows = store.alerts(status=state, destination=destination, limit=limit)
+    finally:
+        store.close()
+    click.echo("  ".join(f"{s}: {counts.get(s, 0)}" for s in
+                         ("pending", "sending", "sent", "failed", "dead")))
+    if not rows:
+        click.echo("no alerts" + (f" in state {state}" if state else ""))
+        return
+    click.echo(f"{'ID':>6}  {'STATE':<8} {'DESTINATION':<14} {'TRIES':>5}  {'WHEN (UTC)':<16}  "
+               "TITLE / LAST ERROR")
+    for row in rows:
+        when = row.sent_at if row.status == "sent" else row.next_attempt_at
+        title = ("↳ " if row.reply else "") + _one_line(row.title, 70)
+        click.echo(f"{row.id:>6}  {row.status:<8} {_one_line(row.destination, 14):<14} "
+                   f"{row.attempts:>5}  {when:%Y-%m-%d %H:%M}  {title}")
+        if row.last_error and row.status != "sent":
+            click.echo(f"{'':>39}{_one_line(row.last_error, 90)}")
+
+
+@alerts.command("show")
+@click.argument("alert_id", type=int)
+def alerts_show(alert_id: int) -> None:
+    """One alert: what it says, where it goes, and every attempt with its error."""
+    from monitor.store import Store
+
+    settings = _settings()
+    store = Store.open(settings.database_url)
+    try:
+        found = store.alert(alert_id)
+    finally:
+        store.close()
+    if found is None:
+        raise click.ClickException(f"no alert {alert_id}")
+    row, attempts = found
+    click.echo(f"alert {row.id} · {row.status} · to {row.destination}"
+               + (" · thread reply" if row.reply else ""))
+    click.echo(f"  title:    {_one_line(row.title, 200)}")
+    click.echo(f"  source:   {row.source} · {row.url or '(no link)'}")
+    click.echo("  rules:    " + "; ".join(
+        f"{r.get('name') or r['id']} ({', '.join(r.get('terms') or ()) or 'no terms'})"
+        for r in row.rules))
+    click.echo(f"  created:  {row.created_at:%Y-%m-%d %H:%M:%S} UTC")
+    if row.status == "sent" and row.sent_at:
+        click.echo(f"  sent:     {row.sent_at:%Y-%m-%d %H:%M:%S} UTC")
+    elif row.status in ("pending", "failed"):
+        click.echo(f"  next try: {row.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC")
+    if row.last_error:
+        click.echo(f"  error:    {row.last_error}")
+    click.echo(f"  attempts: {row.attempts}")
+    for attempt in attempts:
+        grouped = f" (in a message of {attempt.grouped})" if attempt.grouped > 1 else ""
+        click.echo(f"    {attempt.at:%Y-%m-%d %H:%M:%S}  {attempt.outcome:<6}{grouped}"
+                   + (f"  {attempt.error}" if attempt.error else ""))
+
+
+@alerts.command("retry")
+@click.argument("alert_ids", type=int, nargs=-1)
+@click.option("--all-dead", is_flag=True, help="Retry every dead alert.")
+def alerts_retry(alert_ids: tuple[int, ...], all_dead: bool) -> None:
+    """Give dead alerts a fresh set of attempts (after fixing what killed them)."""
+    from monitor.pipeline import utcnow
+    from monitor.store import Store
+
+    if bool(alert_ids) == all_dead:
+        raise click.UsageError("name the dead alerts to retry, or pass --all-dead")
+    settings = _settings()
+    store = Store.open(settings.database_url)
+    try:
+        retried = store.retry_dead(None if all_dead else list(alert_ids), utcnow())
+    finally:
+        store.close()
+    skipped = sorted(set(alert_ids) - set(retried))
+    click.echo(f"{len(retried)} alert(s) pending again" +
+               (f": {', '.join(map(str, retried))}" if retried and alert_ids else ""))
+    if skipped:
+        click.echo(f"not dead (or no such alert), left alone: {', '.join(map(str, skipped))}",
+                   err=True)
+        sys.exit(1)
+
+
+@cli.group()
+def notify() -> None:
+    """Destinations."""
+
+
+@notify.command("list")
+def notify_list() -> None:
+    """The configured destinations and when each sends."""
+    settings = _settings()
+    for name, destination in settings.configured_destinations().items():
+        click.echo(f"{name:<16} {destination.describe()}")
+
+
+@notify.command("test")
+@click.argument("destination")
+def notify_test(destination: str) -> None:
+    """Send a sample alert to DESTINATION now and say what happened."""
+    from monitor.errors import PermanentFailure, RetryLater
+    from monitor.notify import build_notifier
+    from monitor.notify.message import sample
+
+    settings = _settings()
+    found = settings.configured_destinations()
+    if destination not in found:
+        raise click.ClickException(f"unknown destination {destination!r} (configured: "
+                                   f"{', '.join(sorted(found))})")
+
+    async def send() -> str | None:
+        notifier = build_notifier(settings, found[destination])
+        try:
+            return await notifier.send(sample())
+        finally:
+            await notifier.aclose()
+
+    try:
+        ref = asyncio.run(send())
+    except RetryLater as exc:
+        raise click.ClickException(f"{destination}: not delivered, would be retried: {exc}")
+    except PermanentFailure as exc:
+        raise click.ClickException(f"{destination}: refused, would not be retried: {exc}")
+    click.echo(f"{destination}: sent ({found[destination].describe()})"
+               + (f" as {ref}" if ref else ""))
 
 
 @rules.command("test")

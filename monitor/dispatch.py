@@ -1,30 +1,37 @@
-"""The story of a delivery: claim due alerts → render → send → record.
+"""The story of a delivery: claim due alerts → plan messages → pace → send → record.
 
-The dispatcher alone owns attempts and backoff. A notifier says "sent" by returning,
+The dispatcher alone owns attempts, backoff and pacing. A notifier says "sent" by returning,
 "later" by raising RetryLater, "never" by raising PermanentFailure; any other exception is a
-bug in a notifier and is retried like a transient failure, with the traceback logged. An
-alert leaves `pending` only as `sent` or, after a permanent failure or too many attempts,
-`dead`, with the reason kept for a person to read.
+bug in a notifier and is retried like a transient failure, with the traceback logged.
+
+A pass claims what is due (`sending`, under a lease its heartbeat keeps fresh; a crashed
+holder's alerts come back when the lease runs out) and plans each destination's messages:
+a digest destination's alerts go as one digest; a destination with many alerts due at once
+gets them grouped rather than a flood; thread replies and the rest go one by one. Messages to
+one destination are paced (Slack: one a second, short bursts allowed); destinations run in
+parallel. A grouped message succeeds or fails as one, for every alert it carries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from monitor.destinations import Destination
 from monitor.errors import PermanentFailure, RetryLater
 from monitor.logs import log
 from monitor.notify import Notifier
-from monitor.notify.message import AlertMessage, RuleHit, snippet
+from monitor.notify.message import AlertGroup, AlertMessage, RuleHit, snippet
 from monitor.pipeline import utcnow
 from monitor.settings import Settings
 from monitor.store import PendingAlert, Store
 
 MAX_RETRY_DELAY = timedelta(minutes=30)
-BATCH = 100  # alerts taken by one pass
+BATCH = 200  # alerts taken by one pass
 
 
 @dataclass
@@ -32,6 +39,7 @@ class DeliveryReport:
     sent: int = 0
     retried: int = 0
     dead: int = 0
+    messages: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -53,85 +61,192 @@ def retry_delay(base: timedelta, attempts: int, asked: float | None) -> timedelt
     return delay
 
 
+class Pacer:
+    """A token bucket: at most one message per `interval` seconds, bursts of `burst`."""
+
+    def __init__(self, interval: float, burst: int):
+        self.interval = interval
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    async def wait(self) -> None:
+        if self.interval <= 0:
+            return
+        self._refill()
+        if self.tokens < 1:
+            await asyncio.sleep((1 - self.tokens) * self.interval)
+            self._refill()
+        self.tokens -= 1
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) / self.interval)
+        self.updated = now
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One message: a single alert (maybe a thread reply), or a group."""
+
+    alerts: tuple[PendingAlert, ...]
+    digest: str | None = None
+    grouped: bool = False
+
+    @property
+    def ids(self) -> list[int]:
+        return [a.id for a in self.alerts]
+
+
+def plan(alerts: list[PendingAlert], destination: Destination | None,
+         group_limit: int) -> list[Unit]:
+    """The messages that carry one destination's due alerts, in order."""
+    replies = [a for a in alerts if a.reply_to is not None]
+    mains = [a for a in alerts if a.reply_to is None]
+    units: list[Unit] = []
+    digest = destination.schedule.every if destination and destination.schedule.digest \
+        else None
+    if digest:
+        urgent = [a for a in mains if a.urgent]
+        units += [Unit((a,)) for a in urgent]
+        mains = [a for a in mains if not a.urgent]
+    group_above = destination.spec.group_above if destination else 5
+    if mains and (digest or len(mains) > group_above):
+        for i in range(0, len(mains), group_limit):
+            units.append(Unit(tuple(mains[i:i + group_limit]), digest=digest, grouped=True))
+    else:
+        units += [Unit((a,)) for a in mains]
+    units += [Unit((a,)) for a in replies]
+    return units
+
+
 class Dispatcher:
-    def __init__(self, settings: Settings, store: Store, notifiers: Mapping[str, Notifier]):
+    def __init__(self, settings: Settings, store: Store, notifiers: Mapping[str, Notifier],
+                 destinations: Mapping[str, Destination] | None = None):
         self.settings = settings
         self.store = store
         self.notifiers = notifiers
-        # A pass holds what it took for longer than it can take to send it all one by one, so
-        # no other pass or instance takes an alert that is still being sent.
-        self.lease = settings.notify_timeout * BATCH + timedelta(minutes=5)
+        self.destinations = dict(destinations if destinations is not None
+                                 else settings.configured_destinations())
+        self.lease = settings.delivery_lease
+        self._pacers: dict[str, Pacer] = {}
+
+    def _pacer(self, name: str) -> Pacer:
+        if name not in self._pacers:
+            destination = self.destinations.get(name)
+            self._pacers[name] = Pacer(destination.pace if destination else 0.0,
+                                       destination.spec.burst if destination else 1)
+        return self._pacers[name]
 
     async def deliver_due(self) -> DeliveryReport:
         alerts = await asyncio.to_thread(self.store.claim_due_alerts, utcnow(),
                                          lease=self.lease, limit=BATCH)
         report = DeliveryReport()
+        if not alerts:
+            return report
+        held = {a.id for a in alerts}
+        heartbeat = asyncio.create_task(self._heartbeat(held))
         by_destination: dict[str, list[PendingAlert]] = {}
         for alert in alerts:
             by_destination.setdefault(alert.destination, []).append(alert)
-        # Destinations in parallel, each one's alerts in order.
-        await asyncio.gather(*(self._deliver_all(name, batch, report)
-                               for name, batch in by_destination.items()))
+        try:
+            # Destinations in parallel, each one's messages in order.
+            await asyncio.gather(*(self._deliver_all(name, batch, report, held)
+                                   for name, batch in by_destination.items()))
+        finally:
+            heartbeat.cancel()
         return report
 
+    async def _heartbeat(self, held: set[int]) -> None:
+        """Keep the lease of what this pass still holds, so that a long pass (paced, or
+        waiting on a slow channel) does not lose its alerts to another pass."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                await asyncio.to_thread(self.store.extend_lease, sorted(held),
+                                        utcnow() + self.lease)
+            except Exception:
+                log.exception("cannot extend the delivery lease")
+
     async def _deliver_all(self, destination: str, alerts: list[PendingAlert],
-                           report: DeliveryReport) -> None:
+                           report: DeliveryReport, held: set[int]) -> None:
+        notifier = self.notifiers.get(destination)
+        units = plan(alerts, self.destinations.get(destination),
+                     notifier.group_limit if notifier else 1)
         done = 0
         try:
-            for alert in alerts:
-                pause = await self._deliver(destination, alert, report)
+            for unit in units:
+                await self._pacer(destination).wait()
+                pause = await self._deliver(destination, notifier, unit, report)
+                held.difference_update(unit.ids)
                 done += 1
                 if pause is not None:
                     # The channel is down or asked us to wait: the rest of its alerts wait as
                     # long, without spending an attempt (and a timeout) each on it.
-                    rest = [a.id for a in alerts[done:]]
+                    rest = [i for u in units[done:] for i in u.ids]
                     await asyncio.to_thread(self.store.release, rest, until=utcnow() + pause)
-                    log.info("destination paused", destination=destination, alerts=len(rest),
-                             seconds=round(pause.total_seconds(), 1))
+                    held.difference_update(rest)
+                    if rest:
+                        log.info("destination paused", destination=destination,
+                                 alerts=len(rest), seconds=round(pause.total_seconds(), 1))
                     return
         except asyncio.CancelledError:
             # Stopping: what was not tried is given back at once rather than at lease expiry.
-            self.store.release([a.id for a in alerts[done:]])
+            rest = [i for u in units[done:] for i in u.ids]
+            self.store.release(rest)
+            held.difference_update(rest)
             raise
 
-    async def _deliver(self, destination: str, alert: PendingAlert,
+    async def _deliver(self, destination: str, notifier: Notifier | None, unit: Unit,
                        report: DeliveryReport) -> timedelta | None:
-        """Try one alert; if it must be retried, return how long its destination should rest."""
-        attempts = alert.attempts + 1
-        notifier = self.notifiers.get(destination)
+        """Send one message; if it must be retried, return how long its destination should
+        rest."""
+        attempts = max(a.attempts for a in unit.alerts) + 1
+        count = len(unit.alerts)
+        ids = unit.ids
         try:
             if notifier is None:
                 raise RetryLater(f"destination {destination!r} is not configured")
-            await notifier.send(build_message(alert))
+            if unit.grouped:
+                ref = await notifier.send_group(AlertGroup(
+                    tuple(build_message(a) for a in unit.alerts), digest=unit.digest))
+            else:
+                [alert] = unit.alerts
+                ref = await notifier.send(build_message(alert), reply_to=alert.reply_to)
         except PermanentFailure as exc:
-            await asyncio.to_thread(self.store.mark_dead, alert.id, str(exc))
-            report.dead += 1
+            await asyncio.to_thread(self.store.mark_dead, ids, str(exc), utcnow())
+            report.dead += count
             report.errors.append(str(exc))
-            log.error("alert failed permanently", alert=alert.id, destination=destination,
+            log.error("alert failed permanently", alerts=ids, destination=destination,
                       error=str(exc))
         except Exception as exc:  # RetryLater, or a notifier bug: both are retried.
             if isinstance(exc, RetryLater):
                 reason, asked = str(exc), exc.after
             else:
                 reason, asked = f"unexpected {type(exc).__name__}: {exc}", None
-                log.exception("notifier error", alert=alert.id, destination=destination)
+                log.exception("notifier error", alerts=ids, destination=destination)
             report.errors.append(reason)
             if attempts >= self.settings.delivery_max_attempts:
-                await asyncio.to_thread(self.store.mark_dead, alert.id,
-                                        f"gave up after {attempts} attempts: {reason}")
-                report.dead += 1
-                log.error("alert failed permanently", alert=alert.id, destination=destination,
+                await asyncio.to_thread(self.store.mark_dead, ids,
+                                        f"gave up after {attempts} attempts: {reason}",
+                                        utcnow())
+                report.dead += count
+                log.error("alert failed permanently", alerts=ids, destination=destination,
                           attempts=attempts, error=reason)
                 return None
             delay = retry_delay(self.settings.delivery_retry_base, attempts, asked)
-            await asyncio.to_thread(self.store.mark_retry, alert.id, reason, utcnow() + delay)
-            report.retried += 1
-            log.warning("alert delivery failed", alert=alert.id, destination=destination,
+            now = utcnow()
+            await asyncio.to_thread(self.store.mark_failed, ids, reason, now, now + delay)
+            report.retried += count
+            log.warning("alert delivery failed", alerts=ids, destination=destination,
                         attempts=attempts, retry_in_s=round(delay.total_seconds(), 1),
                         error=reason)
             return delay
         else:
-            await asyncio.to_thread(self.store.mark_sent, alert.id, utcnow())
-            report.sent += 1
-            log.info("alert sent", alert=alert.id, destination=destination, attempts=attempts)
+            await asyncio.to_thread(self.store.mark_sent, ids, utcnow(),
+                                    ref=ref if isinstance(ref, str) else None)
+            report.sent += count
+            report.messages += 1
+            log.info("alert sent", alerts=ids, destination=destination, attempts=attempts,
+                     **({"grouped": count} if unit.grouped else {}))
         return None

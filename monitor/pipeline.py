@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from monitor.destinations import Destination
 from monitor.errors import FetchError, TransientFetchError
 from monitor.fetch import Fetcher
 from monitor.logs import log
@@ -24,7 +25,7 @@ from monitor.normalize import Item, normalize_entry, without_keys
 from monitor.parse import parse_feed
 from monitor.rules import Rule, RuleSet
 from monitor.settings import Settings
-from monitor.store import Outgoing, SourceState, Store
+from monitor.store import Outgoing, Planned, SourceState, Store
 from monitor.stories import fingerprint
 
 MAX_BACKOFF = timedelta(hours=6)
@@ -34,16 +35,26 @@ CLOCK_SKEW = timedelta(hours=1)
 
 @dataclass(frozen=True)
 class Routing:
-    """Which destinations each rule's alerts go to."""
+    """Which destinations each rule's alerts go to, and when they may be sent."""
 
     default: tuple[str, ...]
-    available: frozenset[str]
+    destinations_by_name: Mapping[str, Destination]
 
     def destinations(self, rule: Rule) -> tuple[str, ...]:
         wanted = rule.notify or self.default
-        usable = tuple(d for d in wanted if d in self.available)
-        # A rule routed only to channels that are not set up still reaches someone.
+        usable = tuple(d for d in wanted if d in self.destinations_by_name)
+        # Rules are checked against the configured destinations when loaded; should one go
+        # away under a running daemon, its alerts still reach someone.
         return usable or ("console",)
+
+    def plan(self, destination: str, rules: list[dict[str, Any]], urgent: bool,
+             now: datetime) -> Planned:
+        found = self.destinations_by_name.get(destination)
+        if found is None:
+            return Planned(rules, urgent=urgent)
+        release = found.schedule.release_at(now, urgent=urgent)
+        return Planned(rules, not_before=release if release > now else None, urgent=urgent,
+                       threads=found.threads)
 
 
 @dataclass(frozen=True)
@@ -73,14 +84,19 @@ def failure_backoff(source: SourceState, error: FetchError, now: datetime) -> da
 
 
 def alerts_for(matches: Sequence[RuleMatch], rules: dict[str, Rule],
-               routing: Routing) -> dict[str, list[dict[str, Any]]]:
-    """One alert per destination, naming every rule that routes there and its terms."""
+               routing: Routing, now: datetime) -> dict[str, Planned]:
+    """One alert per destination, naming every rule that routes there and its terms; urgent
+    when one of those rules is."""
     by_destination: dict[str, list[dict[str, Any]]] = {}
+    urgent: dict[str, bool] = {}
     for m in matches:
         payload = {"id": m.rule_id, "name": m.rule_name, "terms": list(m.terms)}
-        for destination in routing.destinations(rules[m.rule_id]):
+        rule = rules[m.rule_id]
+        for destination in routing.destinations(rule):
             by_destination.setdefault(destination, []).append(payload)
-    return by_destination
+            urgent[destination] = urgent.get(destination, False) or rule.urgent
+    return {d: routing.plan(d, payloads, urgent[d], now)
+            for d, payloads in by_destination.items()}
 
 
 @dataclass(frozen=True)
@@ -207,20 +223,20 @@ class Poller:
                 if first_poll and not recent:
                     new.append(Outgoing(item, None, {}, fingerprint=print_))
                 else:
-                    new.append(replace(self._evaluate(item, source), fingerprint=print_))
+                    new.append(replace(self._evaluate(item, source, now), fingerprint=print_))
             elif previous.content_hash != item.content_hash:
                 if previous.matched_rules == ():
-                    changed.append(replace(self._evaluate(item, source),
+                    changed.append(replace(self._evaluate(item, source, now),
                                            item_id=previous.item_id))
                 else:
                     changed.append(Outgoing(item, previous.matched_rules, {},
                                             item_id=previous.item_id))
         return new, changed
 
-    def _evaluate(self, item: Item, source: SourceState) -> Outgoing:
+    def _evaluate(self, item: Item, source: SourceState, now: datetime) -> Outgoing:
         compiled = self.compiled
         document = item.document(source=source.label, feed=source.url,
                                  tags=compiled.tags.get(source.url, ()))
         matches = compiled.engine.match(document)
         return Outgoing(item, tuple(m.rule_id for m in matches),
-                        alerts_for(matches, compiled.rules_by_id, self.routing))
+                        alerts_for(matches, compiled.rules_by_id, self.routing, now))

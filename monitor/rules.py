@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import Collection
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,6 @@ from monitor import query as q
 from monitor.durations import Duration
 from monitor.errors import Problem, RulesError
 from monitor.match import Document, evaluate
-from monitor.notify import CHANNELS
 from monitor.text import Term, fold
 from monitor.yamlload import Mark, YamlError, load, mark_of
 
@@ -76,7 +76,10 @@ class RuleSpec(_Strict):
     name: Text | None = None
     description: Text | None = None
     query: Text
-    notify: list[Text] | None = Field(default=None, min_length=1)
+    notify: list[Text] | None = Field(default=None, min_length=1, description=(
+        "Destination names (configured in the environment); default: every destination."))
+    urgent: bool = Field(default=False, description=(
+        "Send at once: skip quiet hours and digests."))
     enabled: bool = True
     feeds: list[Text] | None = Field(default=None, min_length=1, description=(
         "Only items from these feeds (by name or URL in feeds.yaml)."))
@@ -128,6 +131,7 @@ class Rule:
     file: str
     line: int
     description: str | None = None
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,8 +271,10 @@ def fingerprint(directory: Path | str) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(found))
 
 
-def load_rules(directory: Path | str) -> RuleSet:
-    """Load and compile the whole rules directory, or raise RulesError with every problem."""
+def load_rules(directory: Path | str, *,
+               destinations: Collection[str] | None = None) -> RuleSet:
+    """Load and compile the whole rules directory, or raise RulesError with every problem.
+    With `destinations` (the configured ones), a rule's `notify:` must name only those."""
     directory = Path(directory)
     problems = _Collector()
     if not directory.is_dir():
@@ -341,7 +347,7 @@ def load_rules(directory: Path | str) -> RuleSet:
             spec = problems.validate(str(path), data, ("rules", i), RuleSpec, raw)
             if spec is None:
                 continue
-            rule = _compile(spec, path, data, i, entities, feeds, problems)
+            rule = _compile(spec, path, data, i, entities, feeds, problems, destinations)
             where = f"{path}:{mark_of(data, ('rules', i, 'id')).line}"
             if spec.id in first_seen:
                 problems.add(str(path), mark_of(data, ("rules", i, "id")),
@@ -360,15 +366,15 @@ def load_rules(directory: Path | str) -> RuleSet:
 
 def _compile(spec: RuleSpec, path: Path, data: Any, index: int,
              entities: dict[str, q.Entity], feeds: list[FeedSpec],
-             problems: _Collector) -> Rule | None:
+             problems: _Collector, destinations: Collection[str] | None) -> Rule | None:
     name = str(path)
     query_mark = mark_of(data, ("rules", index, "query"))
     ok = True
-    for destination in spec.notify or ():
-        if destination not in CHANNELS:
-            problems.add(name, mark_of(data, ("rules", index, "notify")),
+    for i, destination in enumerate(spec.notify or ()):
+        if destinations is not None and destination not in destinations:
+            problems.add(name, mark_of(data, ("rules", index, "notify", i)),
                          f"rule {spec.id!r}: unknown destination {destination!r} "
-                         f"(known: {', '.join(CHANNELS)})")
+                         f"(configured: {', '.join(sorted(destinations))})")
             ok = False
     known_feeds = {f.url for f in feeds} | {f.name for f in feeds if f.name}
     for feed in spec.feeds or ():
@@ -417,7 +423,8 @@ def _compile(spec: RuleSpec, path: Path, data: Any, index: int,
     if scope:
         expr = q.And((expr, scope[0] if len(scope) == 1 else q.Or(tuple(scope))))
     return Rule(id=spec.id, name=spec.name or spec.id, query=spec.query, expr=expr,
-                notify=tuple(spec.notify) if spec.notify else None, file=name,
+                notify=tuple(spec.notify) if spec.notify else None, urgent=spec.urgent,
+                file=name,
                 line=mark_of(data, ("rules", index, "id")).line, description=spec.description)
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from monitor.destinations import Destination, DestinationSpec, NAME, destination
 from monitor.durations import Duration
 
 DEFAULT_USER_AGENT = "monitor/0.1 (news-alert daemon)"
@@ -21,7 +22,8 @@ DEFAULT_USER_AGENT = "monitor/0.1 (news-alert daemon)"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MONITOR_", env_file=".env",
-                                      env_file_encoding="utf-8", extra="ignore")
+                                      env_file_encoding="utf-8", extra="ignore",
+                                      env_nested_delimiter="__")
 
     # The public contract.
     database_url: str = "sqlite:///monitor.db"
@@ -36,6 +38,12 @@ class Settings(BaseSettings):
     email_to: Annotated[list[str], NoDecode] = []
     first_poll_lookback: Duration = timedelta(hours=24)
 
+    # Destinations beyond the contract's `slack` and `email`.
+    slack_bot_token: SecretStr | None = None  # with slack_channel: bot mode, threads
+    slack_channel: str | None = None
+    slack_api_url: str = "https://slack.com/api"
+    destinations: dict[str, DestinationSpec] = {}
+
     # Operation.
     poll_interval: Duration = timedelta(minutes=10)
     poll_tick: Duration = timedelta(seconds=30)
@@ -48,6 +56,7 @@ class Settings(BaseSettings):
     notify_timeout: Duration = timedelta(seconds=20)
     delivery_retry_base: Duration = timedelta(seconds=30)
     delivery_max_attempts: int = Field(default=20, ge=1)
+    delivery_lease: Duration = timedelta(minutes=1)
     shutdown_grace: Duration = timedelta(seconds=30)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
@@ -60,7 +69,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("slack_webhook_url", "smtp_password", "smtp_host", "smtp_username",
-                     "email_from", mode="before")
+                     "email_from", "slack_bot_token", "slack_channel", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -77,12 +86,44 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")  # the value itself is never echoed
         return value
 
+    @field_validator("destinations")
+    @classmethod
+    def _names(cls, value: dict[str, DestinationSpec]) -> dict[str, DestinationSpec]:
+        for name in value:
+            if not NAME.match(name):
+                raise ValueError(f"destination name {name!r}: use lowercase letters, digits, "
+                                 "'_' and '-'")
+        return value
+
     @model_validator(mode="after")
     def _email_complete(self) -> Settings:
         if self.smtp_host and not (self.email_from and self.email_to):
             raise ValueError("MONITOR_SMTP_HOST is set, so MONITOR_EMAIL_FROM and "
                              "MONITOR_EMAIL_TO must be set too")
+        if bool(self.slack_bot_token) != bool(self.slack_channel):
+            raise ValueError("MONITOR_SLACK_BOT_TOKEN and MONITOR_SLACK_CHANNEL go together")
+        emails = [n for n, d in self.destinations.items() if d.type == "email"]
+        if emails and not (self.smtp_host and self.email_from):
+            raise ValueError(f"destination {emails[0]!r} sends email, so MONITOR_SMTP_HOST and "
+                             "MONITOR_EMAIL_FROM must be set")
         return self
+
+    def configured_destinations(self) -> dict[str, Destination]:
+        """Every destination by name: `slack` and `email` from the flat settings (a
+        MONITOR_DESTINATIONS entry of the same name replaces them), then the named ones.
+        `console` is always there."""
+        found: dict[str, DestinationSpec] = {}
+        if self.slack_bot_token is not None:
+            found["slack"] = DestinationSpec(type="slack", bot_token=self.slack_bot_token,
+                                             channel=self.slack_channel,
+                                             api_url=self.slack_api_url)
+        elif self.slack_webhook_url is not None:
+            found["slack"] = DestinationSpec(type="slack", webhook_url=self.slack_webhook_url)
+        if self.email_configured:
+            found["email"] = DestinationSpec(type="email", to=list(self.email_to))
+        found.update(self.destinations)
+        found.setdefault("console", DestinationSpec(type="console"))
+        return {name: destination(name, spec) for name, spec in found.items()}
 
     @property
     def email_configured(self) -> bool:

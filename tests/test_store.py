@@ -6,12 +6,15 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from conftest import rss
 from monitor.normalize import normalize_entry
 from monitor.parse import parse_feed
-from monitor.store import Outgoing, Store
+from monitor.store import Outgoing, Planned, Store
+from monitor.store.models import Base
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 
@@ -36,7 +39,15 @@ def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None
     store.close()
     with sqlite3.connect(tmp_path / "m.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+
+
+def test_the_migrations_build_exactly_the_models(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    with store.engine.connect() as connection:
+        drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    store.close()
+    assert drift == []
 
 
 def test_sources_follow_the_feeds_file(tmp_path: Path) -> None:
@@ -56,8 +67,8 @@ def test_an_item_and_its_alerts_are_recorded_once_whoever_writes_first(tmp_path:
     one.sync_sources([("http://a/", "A", timedelta(minutes=10))], NOW)
     [source] = one.sources()
     outgoing = Outgoing(an_item(), ("cosco",),
-                        {"slack": [{"id": "cosco", "name": "C", "terms": ["Cosco"]}],
-                         "email": [{"id": "cosco", "name": "C", "terms": ["Cosco"]}]})
+                        {"slack": Planned([{"id": "cosco", "name": "C", "terms": ["Cosco"]}]),
+                         "email": Planned([{"id": "cosco", "name": "C", "terms": ["Cosco"]}])})
     kwargs = dict(changed=[], status=200, etag=None, last_modified=None, feed_title="T",
                   now=NOW, next_poll_at=NOW + timedelta(minutes=10))
     first = one.save_poll(source, new=[outgoing], **kwargs)
@@ -69,13 +80,13 @@ def test_an_item_and_its_alerts_are_recorded_once_whoever_writes_first(tmp_path:
     assert sorted(a.destination for a in claimed) == ["email", "slack"]
     assert two.claim_due_alerts(NOW, lease=lease) == []  # held by the first pass
     [alert] = [a for a in claimed if a.destination == "slack"]
-    one.mark_sent(alert.id, NOW)
-    one.mark_retry(alert.id, "late", NOW)  # a sent alert never goes back to pending
+    one.mark_sent([alert.id], NOW)
+    one.mark_failed([alert.id], "late", NOW, NOW)  # a sent alert never goes back
     # The holder of the email alert "crashed": its lease runs out and another pass takes it.
     assert two.claim_due_alerts(NOW + lease / 2, lease=lease) == []
     [again] = two.claim_due_alerts(NOW + lease * 2, lease=lease)
     assert again.destination == "email"
-    assert one.alert_counts() == {"pending": 1, "sent": 1}
+    assert one.alert_counts() == {"sending": 1, "sent": 1}
     one.close()
     two.close()
 
@@ -85,7 +96,7 @@ def test_the_same_story_alerts_once_per_destination_across_sources(tmp_path: Pat
     store.sync_sources([("http://a/", "A", timedelta(minutes=10)),
                         ("http://b/", "B", timedelta(minutes=10))], NOW)
     a, b = store.sources()
-    payload = {"slack": [{"id": "r", "name": "R", "terms": []}]}
+    payload = {"slack": Planned([{"id": "r", "name": "R", "terms": []}])}
     kwargs = dict(changed=[], status=200, etag=None, last_modified=None, feed_title=None,
                   now=NOW, next_poll_at=NOW)
     item = an_item("same")

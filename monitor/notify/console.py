@@ -10,7 +10,7 @@ import re
 import sys
 from typing import TextIO
 
-from monitor.notify.message import AlertMessage
+from monitor.notify.message import AlertGroup, AlertMessage
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
@@ -36,15 +36,32 @@ def render(alert: AlertMessage) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_group(group: AlertGroup) -> str:
+    lines = [f"ALERTS {group.title}"]
+    for rule, alerts in group.by_rule():
+        lines.append(f"  {_safe(rule.name)} [{rule.id}]")
+        for alert in alerts:
+            lines.append(f"    - {_safe(alert.headline)} ({_safe(alert.source)})"
+                         + (f" {_safe(alert.link)}" if alert.link else ""))
+    return "\n".join(lines) + "\n"
+
+
 class ConsoleNotifier:
     name = "console"
+    group_limit = 500
 
     def __init__(self, stream: TextIO | None = None):
         self._stream = stream
 
-    async def send(self, alert: AlertMessage) -> None:
+    async def send(self, alert: AlertMessage, *, reply_to: str | None = None) -> None:
+        self._write(render(alert))
+
+    async def send_group(self, group: AlertGroup) -> None:
+        self._write(render_group(group))
+
+    def _write(self, text: str) -> None:
         stream = self._stream or sys.stdout
-        stream.write(render(alert))
+        stream.write(text)
         stream.flush()
 
     async def aclose(self) -> None:

@@ -1,4 +1,5 @@
-"""Email over SMTP with aiosmtplib: one multipart message (plain text + HTML) per alert.
+"""Email over SMTP with aiosmtplib: one multipart message (plain text + HTML) per alert, or
+per group of alerts (a digest, or a burst), listed under their rules.
 
 Feed text is HTML-escaped in the HTML part and only http(s) links are linked, so a feed cannot
 script or restyle the mail. Header values are single-line. The SMTP password is a secret: it
@@ -17,7 +18,7 @@ import aiosmtplib
 from pydantic import SecretStr
 
 from monitor.errors import PermanentFailure, RetryLater
-from monitor.notify.message import AlertMessage
+from monitor.notify.message import AlertGroup, AlertMessage
 from monitor.settings import Settings
 
 SUBJECT_LIMIT = 200
@@ -78,8 +79,61 @@ line-height:1.5;color:#222;max-width:640px;margin:0 auto;padding:16px">
 """
 
 
+def group_subject(group: AlertGroup) -> str:
+    text = _one_line(f"[{group.rule_names}] {group.title}")
+    return text if len(text) <= SUBJECT_LIMIT else text[:SUBJECT_LIMIT - 1] + "…"
+
+
+def render_group_text(group: AlertGroup) -> str:
+    lines = [group.title, "=" * len(group.title)]
+    for rule, alerts in group.by_rule():
+        lines += ["", f"{rule.name} ({len(alerts)})", "-" * (len(rule.name) + len(str(len(alerts))) + 3)]
+        for alert in alerts:
+            lines.append(f"* {alert.headline}")
+            lines.append(f"  {alert.source}" + (f" · {alert.when}" if alert.when else ""))
+            if alert.link:
+                lines.append(f"  {alert.link}")
+            if alert.snippet:
+                lines.append("  " + " ".join("".join(
+                    f"*{s.text}*" if s.highlight else s.text for s in alert.snippet).split()))
+    return "\n".join(lines) + "\n"
+
+
+def _alert_html(alert: AlertMessage) -> str:
+    e = html.escape
+    title = e(alert.headline)
+    if alert.link:
+        title = f'<a href="{e(alert.link, quote=True)}" style="color:#1a5fb4">{title}</a>'
+    meta = e(alert.source) + (f" &middot; {e(alert.when)}" if alert.when else "")
+    snippet = "".join(
+        f'<strong style="background:#fff3bf">{e(s.text)}</strong>' if s.highlight else e(s.text)
+        for s in alert.snippet)
+    return (f'<li style="margin:0 0 12px"><strong>{title}</strong><br>'
+            f'<span style="color:#666;font-size:13px">{meta}</span>'
+            + (f'<br><span style="font-size:14px">{snippet}</span>' if snippet else "")
+            + "</li>")
+
+
+def render_group_html(group: AlertGroup) -> str:
+    e = html.escape
+    sections = "".join(
+        f'<h3 style="font-size:16px;margin:20px 0 8px;border-bottom:1px solid #ddd;'
+        f'padding-bottom:4px">{e(rule.name)} <span style="color:#666;font-weight:normal">'
+        f'({len(alerts)})</span></h3>\n<ul style="padding-left:18px;margin:0">'
+        + "".join(_alert_html(a) for a in alerts) + "</ul>\n"
+        for rule, alerts in group.by_rule())
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{e(group_subject(group))}</title></head>
+<body style="font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:15px;\
+line-height:1.5;color:#222;max-width:640px;margin:0 auto;padding:16px">
+<h2 style="font-size:19px;margin:0 0 4px">{e(group.title)}</h2>
+{sections}</body></html>
+"""
+
+
 class EmailNotifier:
     name = "email"
+    group_limit = 500
 
     def __init__(self, *, host: str, port: int, tls: str, sender: str, recipients: list[str],
                  username: str | None = None, password: SecretStr | None = None,
@@ -94,10 +148,12 @@ class EmailNotifier:
         self.timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EmailNotifier:
+    def from_settings(cls, settings: Settings,
+                      recipients: list[str] | None = None) -> EmailNotifier:
         assert settings.smtp_host and settings.email_from
         return cls(host=settings.smtp_host, port=settings.smtp_port, tls=settings.smtp_tls,
-                   sender=settings.email_from, recipients=list(settings.email_to),
+                   sender=settings.email_from,
+                   recipients=list(recipients or settings.email_to),
                    username=settings.smtp_username, password=settings.smtp_password,
                    timeout=settings.notify_timeout.total_seconds())
 
@@ -108,20 +164,30 @@ class EmailNotifier:
         return None
 
     def message(self, alert: AlertMessage) -> EmailMessage:
+        return self._message(subject(alert), render_text(alert), render_html(alert))
+
+    def group_message(self, group: AlertGroup) -> EmailMessage:
+        return self._message(group_subject(group), render_group_text(group),
+                             render_group_html(group))
+
+    def _message(self, subject_line: str, text: str, html_part: str) -> EmailMessage:
         message = EmailMessage()
-        message["Subject"] = subject(alert)
+        message["Subject"] = subject_line
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
         message["Date"] = formatdate(localtime=False)
         domain = self.sender.rpartition("@")[2] or socket.getfqdn()
         message["Message-ID"] = make_msgid(domain=domain)
         message["Auto-Submitted"] = "auto-generated"
-        message.set_content(render_text(alert))
-        message.add_alternative(render_html(alert), subtype="html")
+        message.set_content(text)
+        message.add_alternative(html_part, subtype="html")
         return message
 
-    async def send(self, alert: AlertMessage) -> None:
+    async def send(self, alert: AlertMessage, *, reply_to: str | None = None) -> None:
         await self.deliver(self.message(alert))
+
+    async def send_group(self, group: AlertGroup) -> None:
+        await self.deliver(self.group_message(group))
 
     async def deliver(self, message: EmailMessage) -> None:
         try:

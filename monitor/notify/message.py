@@ -70,6 +70,47 @@ class AlertMessage:
         return tuple(seen)
 
 
+@dataclass(frozen=True)
+class AlertGroup:
+    """Several alerts in one message: a digest, or a burst grouped instead of a flood."""
+
+    alerts: tuple[AlertMessage, ...]
+    digest: str | None = None  # "hourly" or "daily"; None for a burst
+
+    @property
+    def title(self) -> str:
+        count = f"{len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''}"
+        if self.digest:
+            return f"{self.digest.capitalize()} digest: {count}"
+        return f"{count} at once"
+
+    def by_rule(self) -> list[tuple[RuleHit, list[AlertMessage]]]:
+        """The alerts under their first rule, rules in order of first appearance."""
+        groups: dict[str, tuple[RuleHit, list[AlertMessage]]] = {}
+        for alert in self.alerts:
+            rule = alert.rules[0] if alert.rules else RuleHit("", "(no rule)", ())
+            groups.setdefault(rule.id, (rule, []))[1].append(alert)
+        return list(groups.values())
+
+    @property
+    def rule_names(self) -> str:
+        return ", ".join(rule.name for rule, _ in self.by_rule())
+
+
+def sample() -> AlertMessage:
+    """The alert `monitor notify test` sends."""
+    from datetime import UTC, datetime
+
+    return AlertMessage(
+        title="Test alert from monitor: COSCO expands Chancay port operations",
+        url="https://example.org/monitor-test-alert", source="monitor (test)",
+        published_at=datetime.now(UTC).replace(microsecond=0),
+        rules=(RuleHit("notify-test", "Delivery test", ("COSCO", "Chancay")),),
+        snippet=(Segment("This is a test message. "), Segment("COSCO", True),
+                 Segment(" Shipping said operations at "), Segment("Chancay", True),
+                 Segment(" would grow next year.")))
+
+
 def snippet(texts: list[str], terms: list[str], width: int = SNIPPET_CHARS) -> tuple[Segment, ...]:
     """A window of about `width` characters from the first text where a term occurs, with
     every occurrence inside it highlighted; the start of the first text if none does."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, \
+from sqlalchemy import JSON, text, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, \
     String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -129,11 +129,23 @@ class ItemBand(Base):
 
 
 class Alert(Base):
-    """The outbox: one row per (story, destination), written with the item that caused it."""
+    """The outbox: one row per (story, destination), written with the item that caused it.
+
+    A row with a `parent_id` is a thread reply: a later copy of an already alerted story, for
+    a destination that threads (Slack bot mode); those are unique per (item, destination).
+
+    status: pending (never tried) → sending (a delivery pass holds it until `lease_until`) →
+    sent | failed (will be tried again at `next_attempt_at`) | dead (given up, with the reason).
+    """
 
     __tablename__ = "alerts"
     __table_args__ = (
-        UniqueConstraint("story_id", "destination", name="uq_alerts_story_destination"),
+        Index("uq_alerts_story_destination", "story_id", "destination", unique=True,
+              sqlite_where=text("parent_id IS NULL"),
+              postgresql_where=text("parent_id IS NULL")),
+        Index("uq_alerts_reply_item_destination", "item_id", "destination", unique=True,
+              sqlite_where=text("parent_id IS NOT NULL"),
+              postgresql_where=text("parent_id IS NOT NULL")),
         Index("ix_alerts_due", "status", "next_attempt_at"),
     )
 
@@ -143,7 +155,7 @@ class Alert(Base):
     destination: Mapped[str] = mapped_column(String(100))
     # [{"id": rule id, "name": rule name, "terms": [terms that fired]}, …]
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, dead
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -151,3 +163,21 @@ class Alert(Base):
     # While a delivery pass holds the alert; another pass (or instance) skips it until then.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    urgent: Mapped[bool] = mapped_column(default=False)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"))
+    # Where the channel put the message (Slack bot mode: "channel:ts"), for thread replies.
+    message_ref: Mapped[str | None] = mapped_column(String(200))
+
+
+class AlertAttempt(Base):
+    """Every delivery attempt of an alert, for `monitor alerts show`."""
+
+    __tablename__ = "alert_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"),
+                                          index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(16))  # sent, failed, dead
+    error: Mapped[str | None] = mapped_column(Text)
+    grouped: Mapped[int] = mapped_column(Integer, default=1)  # alerts in the same message

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, text, update
+from sqlalchemy import Engine, and_, case, func, or_, select, text, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,7 @@ from monitor import stories
 from monitor.normalize import Item as NormalizedItem
 from monitor.stories import Fingerprint
 from monitor.store.db import create_db_engine, migrate
-from monitor.store.models import Alert, Item, ItemBand, ItemKey, Source, Story
+from monitor.store.models import Alert, AlertAttempt, Item, ItemBand, ItemKey, Source, Story
 
 STORY_LOCK = 0x6D6F6E69746F72  # PostgreSQL advisory lock key for story assignment
 
@@ -55,13 +56,26 @@ class Known:
     matched_rules: tuple[str, ...] | None  # None: recorded quietly, never evaluated
 
 
+STATES = ("pending", "sending", "sent", "failed", "dead")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An alert to raise at one destination."""
+
+    rules: list[dict[str, Any]]  # [{"id", "name", "terms"}] of every rule routing there
+    not_before: datetime | None = None  # a digest or quiet hours hold it until then
+    urgent: bool = False
+    threads: bool = False  # a later copy of the story becomes a thread reply
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """An item to record, with the alerts it should raise (none when recorded quietly)."""
 
     item: NormalizedItem
     matched_rules: tuple[str, ...] | None  # None: recorded quietly
-    alerts: dict[str, list[dict[str, Any]]]  # destination -> rule payloads
+    alerts: dict[str, Planned]  # destination -> the alert
     fingerprint: Fingerprint | None = None  # for grouping a new item into a story
     item_id: int | None = None  # the stored item an edited one updates
 
@@ -88,6 +102,35 @@ class PendingAlert:
     first_seen_at: datetime
     source_name: str
     also: tuple[str, ...] = ()  # the other outlets that reported the story so far
+    urgent: bool = False
+    reply_to: str | None = None  # a thread reply: the message_ref of the story's first alert
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """An alert as `monitor alerts` shows it."""
+
+    id: int
+    status: str
+    destination: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None
+    last_error: str | None
+    title: str
+    url: str | None
+    source: str
+    rules: list[dict[str, Any]]
+    reply: bool
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    at: datetime
+    outcome: str
+    error: str | None
+    grouped: int
 
 
 @dataclass(frozen=True)
@@ -338,46 +381,73 @@ class Store:
                 for band in stories.bands(out.fingerprint)]).on_conflict_do_nothing())
 
     def _enqueue(self, session: Session, story_id: int, item_id: int,
-                 alerts: dict[str, list[dict[str, Any]]], now: datetime) -> int:
+                 alerts: dict[str, Planned], now: datetime) -> int:
+        """One alert per (story, destination). For a destination that threads, a later copy
+        of a story whose alert is already out becomes a reply under it."""
         count = 0
-        for destination, rules in alerts.items():
+        for destination, plan in alerts.items():
+            values = dict(story_id=story_id, item_id=item_id, destination=destination,
+                          rules=plan.rules, status="pending", attempts=0, created_at=now,
+                          next_attempt_at=plan.not_before or now, urgent=plan.urgent)
             alert_id = session.execute(
-                self._insert(Alert).values(story_id=story_id, item_id=item_id,
-                                           destination=destination, rules=rules,
-                                           status="pending", attempts=0, created_at=now,
-                                           next_attempt_at=now)
-                .on_conflict_do_nothing(index_elements=["story_id", "destination"])
+                self._insert(Alert).values(**values)
+                .on_conflict_do_nothing(index_elements=["story_id", "destination"],
+                                        index_where=Alert.parent_id.is_(None))
                 .returning(Alert.id)).scalar()
-            count += alert_id is not None
+            if alert_id is not None:
+                count += 1
+                continue
+            if not plan.threads:
+                continue
+            parent = session.execute(select(Alert.id, Alert.status, Alert.item_id).where(
+                Alert.story_id == story_id, Alert.destination == destination,
+                Alert.parent_id.is_(None))).one_or_none()
+            # Still waiting to go: the first alert will name this copy under "Also reported by".
+            if parent is None or parent.status not in ("sending", "sent") \
+                    or parent.item_id == item_id:
+                continue
+            values.update(parent_id=parent.id, next_attempt_at=now)
+            reply_id = session.execute(
+                self._insert(Alert).values(**values)
+                .on_conflict_do_nothing(index_elements=["item_id", "destination"],
+                                        index_where=Alert.parent_id.is_not(None))
+                .returning(Alert.id)).scalar()
+            count += reply_id is not None
         return count
 
     # Alerts --------------------------------------------------------------------------------
 
     def claim_due_alerts(self, now: datetime, *, lease: timedelta,
                          limit: int = 100) -> list[PendingAlert]:
-        """Take up to `limit` due alerts for one delivery pass. A claimed alert is skipped by
-        every other pass until it is settled or its lease runs out (the holder crashed)."""
+        """Take up to `limit` due alerts for one delivery pass: `sending` until settled, and
+        skipped by every other pass until then or until the lease runs out (the holder
+        crashed). A thread reply waits until its story's first alert is settled."""
+        parent = aliased(Alert)
         with Session(self.engine) as session, session.begin():
             query = (select(Alert.id)
-                     .where(Alert.status == "pending", Alert.next_attempt_at <= now,
-                            or_(Alert.lease_until.is_(None), Alert.lease_until < now))
+                     .outerjoin(parent, Alert.parent_id == parent.id)
+                     .where(or_(and_(Alert.status.in_(("pending", "failed")),
+                                     Alert.next_attempt_at <= now),
+                                and_(Alert.status == "sending", Alert.lease_until < now)),
+                            or_(Alert.parent_id.is_(None), parent.status.in_(("sent", "dead"))))
                      .order_by(Alert.id).limit(limit))
             if self.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
+                query = query.with_for_update(of=Alert, skip_locked=True)
             ids = list(session.scalars(query))
             if not ids:
                 return []
             session.execute(update(Alert).where(Alert.id.in_(ids))
-                            .values(lease_until=now + lease))
+                            .values(status="sending", lease_until=now + lease))
             rows = session.execute(
-                select(Alert, Item, Source)
+                select(Alert, Item, Source, parent.message_ref)
                 .join(Item, Alert.item_id == Item.id)
                 .join(Source, Item.source_id == Source.id)
+                .outerjoin(parent, Alert.parent_id == parent.id)
                 .where(Alert.id.in_(ids)).order_by(Alert.id)).all()
             copies: dict[int, list[tuple[int, str]]] = {}
             for item, source in session.execute(
                     select(Item, Source).join(Source, Item.source_id == Source.id)
-                    .where(Item.story_id.in_({alert.story_id for alert, _, _ in rows}))
+                    .where(Item.story_id.in_({alert.story_id for alert, *_ in rows}))
                     .order_by(Item.first_seen_at, Item.id)):
                 copies.setdefault(item.story_id, []).append(
                     (item.id, _label(source, item.publisher)))
@@ -386,41 +456,106 @@ class Store:
                 attempts=alert.attempts, created_at=alert.created_at, title=item.title,
                 url=item.url, summary=item.summary, content=item.content,
                 published_at=item.published_at, first_seen_at=item.first_seen_at,
-                source_name=_label(source, item.publisher),
-                also=tuple(dict.fromkeys(
+                source_name=_label(source, item.publisher), urgent=alert.urgent,
+                reply_to=parent_ref,
+                also=() if alert.parent_id is not None else tuple(dict.fromkeys(
                     label for other_id, label in copies.get(alert.story_id, ())
                     if other_id != item.id and label != _label(source, item.publisher))))
-                for alert, item, source in rows]
+                for alert, item, source, parent_ref in rows]
 
-    def mark_sent(self, alert_id: int, now: datetime) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.execute(update(Alert).where(Alert.id == alert_id, Alert.status == "pending")
-                            .values(status="sent", sent_at=now, last_error=None, lease_until=None,
-                                    attempts=Alert.attempts + 1))
+    def extend_lease(self, alert_ids: Sequence[int], until: datetime) -> None:
+        """A pass still working on these alerts keeps them (its heartbeat)."""
+        if alert_ids:
+            with Session(self.engine) as session, session.begin():
+                session.execute(update(Alert).where(Alert.id.in_(list(alert_ids)),
+                                                    Alert.status == "sending")
+                                .values(lease_until=until))
 
-    def mark_retry(self, alert_id: int, error: str, next_attempt_at: datetime) -> None:
+    def _settle(self, alert_ids: Sequence[int], now: datetime, outcome: str,
+                error: str | None, **values: Any) -> None:
+        """Record one attempt of the message that carried these alerts."""
+        if not alert_ids:
+            return
         with Session(self.engine) as session, session.begin():
-            session.execute(update(Alert).where(Alert.id == alert_id, Alert.status == "pending")
-                            .values(last_error=error[:2000], attempts=Alert.attempts + 1,
-                                    next_attempt_at=next_attempt_at, lease_until=None))
+            ids = list(session.scalars(
+                update(Alert).where(Alert.id.in_(list(alert_ids)), Alert.status == "sending")
+                .values(attempts=Alert.attempts + 1, lease_until=None, **values)
+                .returning(Alert.id)))
+            if ids:
+                session.execute(self._insert(AlertAttempt).values([
+                    {"alert_id": i, "at": now, "outcome": outcome,
+                     "error": error[:2000] if error else None, "grouped": len(alert_ids)}
+                    for i in ids]))
+
+    def mark_sent(self, alert_ids: Sequence[int], now: datetime, *,
+                  ref: str | None = None) -> None:
+        self._settle(alert_ids, now, "sent", None, status="sent", sent_at=now,
+                     last_error=None, message_ref=ref)
+
+    def mark_failed(self, alert_ids: Sequence[int], error: str, now: datetime,
+                    next_attempt_at: datetime) -> None:
+        self._settle(alert_ids, now, "failed", error, status="failed",
+                     last_error=error[:2000], next_attempt_at=next_attempt_at)
+
+    def mark_dead(self, alert_ids: Sequence[int], error: str, now: datetime) -> None:
+        self._settle(alert_ids, now, "dead", error, status="dead", last_error=error[:2000])
 
     def release(self, alert_ids: Sequence[int], *, until: datetime | None = None) -> None:
         """Give claimed alerts back without counting an attempt, due again at `until` (or as
         they were): the pass stopped before trying them."""
         if not alert_ids:
             return
-        values: dict[str, Any] = {"lease_until": None}
+        values: dict[str, Any] = {"lease_until": None, "status": case(
+            (Alert.attempts > 0, "failed"), else_="pending")}
         if until is not None:
             values["next_attempt_at"] = until
         with Session(self.engine) as session, session.begin():
             session.execute(update(Alert).where(Alert.id.in_(list(alert_ids)),
-                                                Alert.status == "pending").values(**values))
+                                                Alert.status == "sending").values(**values))
 
-    def mark_dead(self, alert_id: int, error: str) -> None:
+    def alerts(self, *, status: str | None = None, destination: str | None = None,
+               limit: int = 50) -> list[AlertRow]:
+        """Alerts newest first, for `monitor alerts`."""
+        with Session(self.engine) as session:
+            query = (select(Alert, Item, Source).join(Item, Alert.item_id == Item.id)
+                     .join(Source, Item.source_id == Source.id)
+                     .order_by(Alert.id.desc()).limit(limit))
+            if status:
+                query = query.where(Alert.status == status)
+            if destination:
+                query = query.where(Alert.destination == destination)
+            return [self._row(*row) for row in session.execute(query)]
+
+    def alert(self, alert_id: int) -> tuple[AlertRow, list[AttemptRow]] | None:
+        with Session(self.engine) as session:
+            row = session.execute(select(Alert, Item, Source)
+                                  .join(Item, Alert.item_id == Item.id)
+                                  .join(Source, Item.source_id == Source.id)
+                                  .where(Alert.id == alert_id)).one_or_none()
+            if row is None:
+                return None
+            attempts = [AttemptRow(a.at, a.outcome, a.error, a.grouped) for a in session.scalars(
+                select(AlertAttempt).where(AlertAttempt.alert_id == alert_id)
+                .order_by(AlertAttempt.id))]
+            return self._row(*row), attempts
+
+    @staticmethod
+    def _row(alert: Alert, item: Item, source: Source) -> AlertRow:
+        return AlertRow(alert.id, alert.status, alert.destination, alert.attempts,
+                        alert.created_at, alert.next_attempt_at, alert.sent_at,
+                        alert.last_error, item.title, item.url, _label(source, item.publisher),
+                        list(alert.rules), alert.parent_id is not None)
+
+    def retry_dead(self, alert_ids: Sequence[int] | None, now: datetime) -> list[int]:
+        """Give dead alerts (these, or all) a fresh set of attempts, due now. Returns the ids
+        that were dead and are pending again."""
         with Session(self.engine) as session, session.begin():
-            session.execute(update(Alert).where(Alert.id == alert_id, Alert.status == "pending")
-                            .values(status="dead", last_error=error[:2000], lease_until=None,
-                                    attempts=Alert.attempts + 1))
+            query = update(Alert).where(Alert.status == "dead")
+            if alert_ids is not None:
+                query = query.where(Alert.id.in_(list(alert_ids)))
+            return sorted(session.scalars(query.values(
+                status="pending", attempts=0, next_attempt_at=now, lease_until=None)
+                .returning(Alert.id)))
 
     def recent_stories(self, since: datetime, limit: int = 50) -> list[StoryView]:
         """Stories first seen since `since`, newest first, with every copy and alert state."""
