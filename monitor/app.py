@@ -209,6 +209,9 @@ class App:
                 # A digest is due at its time: deliver then, not at the next tick.
                 self.scheduler.add_job(self._wake_delivery, trigger, id=f"digest:{name}",
                                        misfire_grace_time=None, coalesce=True)
+                log.info("digest scheduled", destination=name,
+                         schedule=destination.spec.schedule,
+                         next=trigger.get_next_fire_time(None, now).isoformat())
         self.scheduler.start()
         try:
             await stop.wait()

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from monitor.destinations import Destination
 from monitor.errors import PermanentFailure, RetryLater
@@ -138,8 +138,9 @@ class Dispatcher:
                                        destination.spec.burst if destination else 1)
         return self._pacers[name]
 
-    async def deliver_due(self) -> DeliveryReport:
-        alerts = await asyncio.to_thread(self.store.claim_due_alerts, utcnow(),
+    async def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
+        """One pass over what is due at `now` (default: the current time)."""
+        alerts = await asyncio.to_thread(self.store.claim_due_alerts, now or utcnow(),
                                          lease=self.lease, limit=BATCH)
         report = DeliveryReport()
         if not alerts:

@@ -97,12 +97,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _email_complete(self) -> Settings:
-        if self.smtp_host and not (self.email_from and self.email_to):
+        emails = [n for n, d in self.destinations.items() if d.type == "email"]
+        if self.smtp_host and not (self.email_from and (self.email_to or emails)):
             raise ValueError("MONITOR_SMTP_HOST is set, so MONITOR_EMAIL_FROM and "
-                             "MONITOR_EMAIL_TO must be set too")
+                             "MONITOR_EMAIL_TO (or an email destination) must be set too")
         if bool(self.slack_bot_token) != bool(self.slack_channel):
             raise ValueError("MONITOR_SLACK_BOT_TOKEN and MONITOR_SLACK_CHANNEL go together")
-        emails = [n for n, d in self.destinations.items() if d.type == "email"]
         if emails and not (self.smtp_host and self.email_from):
             raise ValueError(f"destination {emails[0]!r} sends email, so MONITOR_SMTP_HOST and "
                              "MONITOR_EMAIL_FROM must be set")

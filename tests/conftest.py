@@ -78,9 +78,12 @@ class QuietHandler(BaseHTTPRequestHandler):
 class LocalServer:
     """A threaded HTTP server on a free loopback port; subclasses give the handler."""
 
-    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def serve(self, handler: type[BaseHTTPRequestHandler],
+              tls: ssl.SSLContext | None = None) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -102,9 +105,11 @@ class Route:
 
 
 class FeedServer(LocalServer):
-    """Serves feeds that tests change between polls, with ETag-based conditional GET."""
+    """Serves feeds that tests change between polls, with ETag-based conditional GET; over
+    HTTPS when given a server TLS context (see `tls_ca`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.scheme = "https" if tls is not None else "http"
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.active = 0  # requests being answered right now
@@ -167,10 +172,10 @@ class FeedServer(LocalServer):
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.serve(Handler)
+        self.serve(Handler, tls)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def set(self, path: str, body: bytes, **kwargs: object) -> str:
         self.routes[path] = Route(body, **kwargs)  # type: ignore[arg-type]
@@ -190,11 +195,14 @@ def feeds() -> Iterator[FeedServer]:
 # Slack ----------------------------------------------------------------------------------------
 
 class SlackServer(LocalServer):
-    """Plays Slack's incoming webhook: records every payload; answers from a script of
-    (status, body, headers) responses, then `200 ok`."""
+    """Plays Slack: an incoming webhook (`url`) and the Web API's `chat.postMessage`
+    (`api_url`, bot token `token`). Records every payload; answers from a script of
+    (status, body, headers) responses, then `200 ok` (webhook) or `{"ok": true, "ts": …}`."""
+
+    token = "xoxb-0000-t0k3nS3cr3t"
 
     def __init__(self) -> None:
-        self.received: list[dict] = []  # payloads Slack accepted (answered 200)
+        self.received: list[dict] = []  # payloads Slack accepted (and posted)
         self.attempts: list[tuple[float, dict]] = []  # every request, with its arrival time
         self.script: list[tuple[int, str, dict[str, str]]] = []
         self.delay = 0.0  # seconds before answering each request
@@ -205,17 +213,29 @@ class SlackServer(LocalServer):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 payload = json.loads(self.rfile.read(length))
+                api = self.path.endswith("/chat.postMessage")
                 if server.delay:
                     time.sleep(server.delay)
                 with server.lock:
                     server.attempts.append((time.monotonic(), payload))
-                    status, body, headers = server.script.pop(0) if server.script else \
-                        (200, "ok", {})
-                    if status == 200:
+                    if server.script:
+                        status, body, headers = server.script.pop(0)
+                    elif not api:
+                        status, body, headers = 200, "ok", {}
+                    elif self.headers.get("Authorization") != f"Bearer {server.token}":
+                        status, body, headers = 200, '{"ok":false,"error":"invalid_auth"}', {}
+                    else:
+                        ts = f"1700000000.{len(server.received) + 1:06d}"
+                        status, headers = 200, {}
+                        body = json.dumps({"ok": True, "channel": payload.get("channel"),
+                                           "ts": ts, "message": {"ts": ts}})
+                    accepted = status == 200 and (not api or '"ok":true' in
+                                                  body.replace(" ", ""))
+                    if accepted:
                         server.received.append(payload)
                 data = body.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Type", "application/json" if api else "text/plain")
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
@@ -224,6 +244,7 @@ class SlackServer(LocalServer):
 
         self.serve(Handler)
         self.url = f"http://127.0.0.1:{self.port}/services/T0000/B0000/s3cr3tW3bh00kT0k3n"
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
 
     def respond(self, *responses: tuple) -> None:
         with self.lock:
