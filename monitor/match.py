@@ -70,7 +70,7 @@ class Evaluation:
     # Leaves -----------------------------------------------------------------------------------
 
     def find(self, term: Term, field: str | None) -> list[Occurrence]:
-        key = (term.ident, field)
+        key = (term.key, field)
         found = self._cache.get(key)
         if found is None:
             if self.present is not None and term.key not in self.present:

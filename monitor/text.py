@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from functools import lru_cache
@@ -96,9 +97,41 @@ def words(folded: str) -> list[str]:
     return _SPACED_WORD.findall(folded)
 
 
+# Most Latin-script news is Latin-1, and there splitting into words, folded or as written, can
+# be one pass over the bytes. Folding works character by character (NFKD only reorders
+# combining marks, which it drops), so each byte is replaced by its folded form, with anything
+# that is not part of a word as a space; Latin-1 text is already composed (NFC) and holds no
+# combining accent, so as written each byte stays itself or becomes a space. The few characters
+# that fold to several (ß → ss, ½ → 1⁄2) or beyond Latin-1 (µ → μ) map to NUL, which sends the
+# text the general way.
+def _latin1_table(form: Callable[[str], str]) -> bytes:
+    def byte(code: int) -> int:
+        out = "".join(c if _SPACED_WORD.fullmatch(c) else " " for c in form(chr(code)))
+        if not out.strip():
+            return ord(" ")
+        return ord(out) if len(out) == 1 and ord(out) < 256 else 0
+    return bytes(map(byte, range(256)))
+
+
+_LATIN1_FOLDED = _latin1_table(fold)
+_LATIN1_WRITTEN = _latin1_table(lambda c: c)
+
+
+def _latin1_words(text: str, table: bytes) -> list[str] | None:
+    """The words of Latin-1 text, folded or as written by the table; None for other text."""
+    encoded = text.encode("latin-1", "ignore")
+    if len(encoded) != len(text):
+        return None
+    mapped = encoded.translate(table)
+    return None if b"\x00" in mapped else mapped.decode("latin-1").split()
+
+
 def written_words(text: str) -> list[str]:
     """Words as written (for exact terms): composed (NFC), with the accents that cannot be
     composed into their letter dropped, so they split into the same words as the folded text."""
+    found = _latin1_words(text, _LATIN1_WRITTEN)
+    if found is not None:
+        return found
     return words(_LATIN_ACCENTS.sub("", unicodedata.normalize("NFC", text)))
 
 
@@ -120,23 +153,22 @@ class Term:
     prefix: bool = False
     exact: bool = False
     written: tuple[str, ...] = ()  # the words as written, for exact terms
-    # How the engine finds the term in folded text: a single word as itself (in the set of the
-    # item's words); " w1 w2 " (whole words) or " w1 w2" (prefix) in the words joined by
-    # spaces; the dense substring. Present in the text is necessary for a match.
+    # The engine's name for the term, one per thing to find: a single folded word as itself;
+    # folded words joined by single spaces, wrapped in spaces (" w1 w2 ") or, for a prefix,
+    # opened only (" w1 w"); a folded dense substring after "~". An exact term is named the
+    # same way from its words (or dense text) as written, after "=".
     key: str = dc_field(init=False, compare=False, repr=False)
-    # Equal for terms that find the same things: a cheap cache key.
-    ident: str = dc_field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.substring is not None:
-            key = dense(fold(self.text)) if self.exact else self.substring
-        elif len(self.words) == 1 and not self.prefix:
-            key = self.words[0]  # a single word: looked up in the item's set of words
+            key = "~" + self.substring
         else:
-            key = " " + " ".join(self.words) + ("" if self.prefix else " ")
-        exact = "\x00=" + (self.substring or "\x01".join(self.written)) if self.exact else ""
-        object.__setattr__(self, "key", key)
-        object.__setattr__(self, "ident", key + exact)
+            words = self.written if self.exact else self.words
+            if len(words) == 1 and not self.prefix:
+                key = words[0]
+            else:
+                key = " " + " ".join(words) + ("" if self.prefix else " ")
+        object.__setattr__(self, "key", "=" + key if self.exact else key)
 
     @classmethod
     def parse(cls, text: str, *, prefix: bool = False, exact: bool = False) -> Term:
@@ -177,9 +209,13 @@ class Field:
 
     def __init__(self, text: str):
         self.text = text
-        folded = fold(text)
-        self.words = words(folded)
-        self.dense = dense(folded) if not folded.isascii() and has_unspaced(folded) else ""
+        latin1 = _latin1_words(text, _LATIN1_FOLDED)
+        if latin1 is not None:
+            self.words, self.dense = latin1, ""  # no unspaced script in Latin-1
+        else:
+            folded = fold(text)
+            self.words = words(folded)
+            self.dense = dense(folded) if not folded.isascii() and has_unspaced(folded) else ""
         self._written: list[str] | None = None
         self._written_dense: str | None = None
 
@@ -188,14 +224,15 @@ class Field:
             self._written = written_words(self.text)
         return self._written
 
+    def written_dense(self) -> str:
+        if self._written_dense is None:
+            self._written_dense = dense(unicodedata.normalize("NFC", self.text))
+        return self._written_dense
+
     def occurrences(self, term: Term) -> list[Span]:
         """Where `term` occurs: word spans, or character spans of the dense text."""
         if term.substring is not None:
-            haystack = self.dense
-            if term.exact:
-                if self._written_dense is None:
-                    self._written_dense = dense(unicodedata.normalize("NFC", self.text))
-                haystack = self._written_dense
+            haystack = self.written_dense() if term.exact else self.dense
             found, width = [], len(term.substring)
             start = haystack.find(term.substring) if haystack else -1
             while start != -1:

@@ -114,3 +114,26 @@ def test_a_rule_whose_terms_are_absent_is_not_evaluated() -> None:
     assert engine.candidates(Evaluation(Document(title="the port"))) == [2]
     assert engine.candidates(Evaluation(Document(title="Cosco, the port"))) == [0, 2]
     assert engine.candidates(Evaluation(Document(summary="Chancay culture"))) == [1, 2]
+
+
+def test_a_substring_key_is_looked_for_only_in_the_dense_text() -> None:
+    # The dense copy drops the Thai mark, leaving the key "abc": the reference looks for it only
+    # in the dense text of unspaced scripts, never inside a word.
+    rules = [r for r in (compile_rule(0, "abc\u0e31"), compile_rule(1, "por*")) if r]
+    assert len(rules) == 2
+    for document in (Document(title="xabcx port"), Document(title="x abcั port")):
+        assert Engine(rules).match(document) == match(document, rules)
+
+
+def test_exact_terms_are_looked_for_in_the_words_as_written() -> None:
+    # Folding can join what is written apart: "㎏port" folds to the one word "kgport", and a
+    # combining mark that splits "po҃rt" as written is dropped. The exact term goes by the
+    # words as written; the others by the folded words.
+    rules = [r for r in (compile_rule(0, "=port"), compile_rule(1, "port"), compile_rule(2, "=po"),
+                         compile_rule(3, '="kg port"'), compile_rule(4, "=中国"))
+             if r]
+    assert len(rules) == 5
+    for document in (Document(content="㎏port "), Document(title="po\u0483rt"),
+                     Document(title="kg port", summary="中㎏国")):
+        assert Engine(rules).match(document) == match(document, rules)
+    assert [m.rule_id for m in Engine(rules).match(Document(content="㎏port "))] == ["r0"]

@@ -155,6 +155,38 @@ def test_the_ascii_word_shortcut_agrees_with_the_general_rule() -> None:
         assert words(text) == _SPACED_WORD.findall(text), text
 
 
+def test_the_latin1_shortcuts_agree_with_the_general_way() -> None:
+    import random
+    import unicodedata
+
+    from monitor.text import _LATIN1_FOLDED, _LATIN1_WRITTEN, _LATIN_ACCENTS, _latin1_words, \
+        fold, words, written_words
+
+    def check(text: str) -> None:
+        found = _latin1_words(text, _LATIN1_FOLDED)
+        assert found is None or found == words(fold(text)), text
+        written = _LATIN_ACCENTS.sub("", unicodedata.normalize("NFC", text))
+        assert _latin1_words(text, _LATIN1_WRITTEN) == words(written), text
+
+    latin1 = [chr(code) for code in range(256)]
+    for c in latin1:
+        for text in (c, f"Pé{c}x", f"{c}{c}A", f"a {c}", f"\u00c9{c}\u00f1"):
+            check(text)
+    rng = random.Random(5)
+    for _ in range(5000):
+        check("".join(rng.choices(latin1, k=rng.randint(0, 40))))
+    assert _latin1_words("El PERÚ, ¡ÑANDÚ!  ª", _LATIN1_FOLDED) == ["el", "peru", "nandu", "a"]
+    assert written_words("El PERÚ, ¡ÑANDÚ!  ª") == ["El", "PERÚ", "ÑANDÚ", "ª"]
+    # A character that folds to several (ß) or beyond Latin-1 (µ), or text that is not all
+    # Latin-1 (the dash): the general way.
+    assert _latin1_words("Straße", _LATIN1_FOLDED) is None
+    assert _latin1_words("½ µ", _LATIN1_FOLDED) is None
+    assert _latin1_words("Perú–China", _LATIN1_FOLDED) is None
+    assert _latin1_words("Perú–China", _LATIN1_WRITTEN) is None
+    assert Field("Straße Perú–China").words == ["strasse", "peru", "china"]
+    assert written_words("Straße Perú–China") == ["Straße", "Perú", "China"]
+
+
 def test_reasons_come_only_from_parts_that_are_true() -> None:
     [m] = match(Document(title="Southcom and the U.S. military", summary="the terminal portuario"),
                 rules(r="(=SOUTHCOM AND navy) OR (southcom military) OR portuar*"))
