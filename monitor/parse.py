@@ -7,17 +7,29 @@ when it is installed.
 `io.BytesIO(body)` keeps it to the bytes we fetched under our own size and time limits. The
 final URL and Content-Type are passed as response headers, so relative links resolve against
 the real location and an HTTP charset wins over the XML prolog, as it should.
+
+Servers often label feeds with a type that is not XML (`text/html`, `text/plain`,
+`application/octet-stream`). Such a label says nothing about the document, so it is not passed
+on: the body is presented as XML, and the document's own BOM or encoding declaration wins over
+the label's charset, which then only fills in when the document declares none. Whether the body
+is a feed is decided from the body, never from the label: an HTML page is not a feed whatever
+it is served as.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import feedparser
 
+from monitor.discover import looks_like_html
 from monitor.errors import PermanentFetchError
+
+_XML_DECLARED_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*\sencoding\s*=""")
 
 
 @dataclass(frozen=True)
@@ -30,9 +42,7 @@ class ParsedFeed:
 
 
 def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> ParsedFeed:
-    # Without a Content-Type feedparser would assume ISO-8859-1 and never sniff the charset;
-    # a generic XML type lets the document's own declaration, or detection, decide.
-    headers = {"content-location": url, "content-type": content_type or "application/xml"}
+    headers = {"content-location": url, "content-type": _as_xml(content_type, body)}
     try:
         result = feedparser.parse(io.BytesIO(body), response_headers=headers)
     except Exception as exc:  # feedparser can raise on hostile input (e.g. `&#xD800;`)
@@ -43,8 +53,34 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
         exc = result.get("bozo_exception")
         problem = f"{type(exc).__name__}: {exc}" if exc is not None else "ill-formed"
     if not result.entries and not result.get("version"):
+        if looks_like_html(body):
+            raise PermanentFetchError(url, "not a feed: an HTML page")
         raise PermanentFetchError(url, f"not a feed ({problem or 'no feed format recognised'})")
     feed = result.get("feed", {})
     return ParsedFeed(title=feed.get("title") or None, link=feed.get("link") or None,
                       language=feed.get("language") or None, entries=list(result.entries),
                       problem=problem)
+
+
+def _is_xml_type(media_type: str) -> bool:
+    return media_type in ("application/xml", "text/xml") or media_type.endswith("+xml")
+
+
+def _as_xml(content_type: str | None, body: bytes) -> str:
+    """The Content-Type to show feedparser. Without one it would assume ISO-8859-1 and never
+    sniff the charset; a generic XML type lets the document's own declaration, or detection,
+    decide. An XML type is passed as it is (its charset rules, per RFC 3023); another type is
+    a mislabelled feed, whose charset is kept only if the document declares none."""
+    if not content_type:
+        return "application/xml"
+    media_type, _, params = content_type.partition(";")
+    if _is_xml_type(media_type.strip().lower()):
+        return content_type
+    declared = body.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) \
+        or _XML_DECLARED_ENCODING.match(body[:512]) is not None
+    charset = None
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip("'\""):
+            charset = value.strip().strip("'\"")
+    return "application/xml" if declared or not charset else f"application/xml; charset={charset}"

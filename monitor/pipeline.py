@@ -167,7 +167,7 @@ class Poller:
         assert fetched.body is not None
         # Parsed against the configured URL, not the final one: a redirect must not change
         # how relative GUIDs resolve, or every item would look new.
-        feed = await asyncio.to_thread(parse_feed, fetched.body, url=source.url,
+        feed = await asyncio.to_thread(parse_feed, fetched.body, url=fetched.feed_url or source.url,
                                        content_type=fetched.content_type)
         items = self._unique([normalize_entry(e, feed_language=feed.language)
                               for e in feed.entries])

@@ -114,10 +114,16 @@ class FeedServer(LocalServer):
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.active = 0  # requests being answered right now
         self.peak = 0  # the most answered at once
+        self.connections = 0  # TCP connections accepted
         self.lock = threading.Lock()
         server = self
 
         class Handler(QuietHandler):
+            def setup(self) -> None:
+                super().setup()
+                with server.lock:
+                    server.connections += 1
+
             def do_GET(self) -> None:
                 with server.lock:
                     server.active += 1
