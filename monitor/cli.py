@@ -344,7 +344,8 @@ def _feed_documents(settings: Settings, url: str, tags: dict,
             return await fetcher.fetch(url)
     try:
         fetched = asyncio.run(fetch())
-        parsed = parse_feed(fetched.body or b"", url=fetched.feed_url or url, content_type=fetched.content_type)
+        parsed = parse_feed(fetched.body or b"", url=fetched.feed_url or url,
+                            content_type=fetched.content_type)
     except FetchError as exc:
         raise click.ClickException(f"cannot read {url}: {exc.reason}") from None
     documents, extra = [], {}

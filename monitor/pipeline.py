@@ -165,9 +165,11 @@ class Poller:
             log.info("feed fetched", url=source.url, status=304, new=0, ms=fetched.elapsed_ms)
             return PollReport(source.label, 304)
         assert fetched.body is not None
-        # Parsed against the configured URL, not the final one: a redirect must not change
-        # how relative GUIDs resolve, or every item would look new.
-        feed = await asyncio.to_thread(parse_feed, fetched.body, url=fetched.feed_url or source.url,
+        # Parsed against the feed's URL before redirects (the configured one, or the feed its
+        # page links to): a redirect must not change how relative GUIDs resolve, or every
+        # item would look new.
+        feed = await asyncio.to_thread(parse_feed, fetched.body,
+                                       url=fetched.feed_url or source.url,
                                        content_type=fetched.content_type)
         items = self._unique([normalize_entry(e, feed_language=feed.language)
                               for e in feed.entries])
