@@ -10,7 +10,6 @@ one URL per destination when that matters. The URLs hold tokens: they never appe
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from pydantic import SecretStr
 
@@ -55,5 +54,4 @@ class AppriseNotifier:
             self._target.notify, body=body, title=title,
             body_format=self._apprise.NotifyFormat.TEXT)
         if not delivered:
-            logging.getLogger("monitor").debug("apprise delivery failed")
             raise RetryLater("apprise could not deliver to every URL (see apprise's log)")

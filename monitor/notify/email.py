@@ -28,10 +28,13 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def subject(alert: AlertMessage) -> str:
-    rules = ", ".join(rule.name for rule in alert.rules)
-    text = _one_line(f"[{rules}] {alert.headline}")
+def _subject(rules: str, what: str) -> str:
+    text = _one_line(f"[{rules}] {what}")
     return text if len(text) <= SUBJECT_LIMIT else text[:SUBJECT_LIMIT - 1] + "…"
+
+
+def subject(alert: AlertMessage) -> str:
+    return _subject(", ".join(rule.name for rule in alert.rules), alert.headline)
 
 
 def render_text(alert: AlertMessage) -> str:
@@ -51,7 +54,9 @@ def render_text(alert: AlertMessage) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(alert: AlertMessage) -> str:
+def _html_parts(alert: AlertMessage) -> tuple[str, str, str]:
+    """The alert's linked title, its source and date line, and its highlighted snippet, as
+    escaped HTML."""
     e = html.escape
     title = e(alert.headline)
     if alert.link:
@@ -59,7 +64,14 @@ def render_html(alert: AlertMessage) -> str:
     meta = e(alert.source) + (f" &middot; {e(alert.when)}" if alert.when else "")
     snippet = "".join(
         f'<strong style="background:#fff3bf">{e(s.text)}</strong>' if s.highlight else e(s.text)
-        for s in alert.snippet).replace("\n", "<br>")
+        for s in alert.snippet)
+    return title, meta, snippet
+
+
+def render_html(alert: AlertMessage) -> str:
+    e = html.escape
+    title, meta, snippet = _html_parts(alert)
+    snippet = snippet.replace("\n", "<br>")
     rules = "".join(
         f"<li><strong>{e(rule.name)}</strong> <span style=\"color:#666\">({e(rule.id)})</span>"
         + (f": {e(', '.join(rule.terms))}" if rule.terms else "") + "</li>"
@@ -80,14 +92,14 @@ line-height:1.5;color:#222;max-width:640px;margin:0 auto;padding:16px">
 
 
 def group_subject(group: AlertGroup) -> str:
-    text = _one_line(f"[{group.rule_names}] {group.title}")
-    return text if len(text) <= SUBJECT_LIMIT else text[:SUBJECT_LIMIT - 1] + "…"
+    return _subject(group.rule_names, group.title)
 
 
 def render_group_text(group: AlertGroup) -> str:
     lines = [group.title, "=" * len(group.title)]
     for rule, alerts in group.by_rule():
-        lines += ["", f"{rule.name} ({len(alerts)})", "-" * (len(rule.name) + len(str(len(alerts))) + 3)]
+        heading = f"{rule.name} ({len(alerts)})"
+        lines += ["", heading, "-" * len(heading)]
         for alert in alerts:
             lines.append(f"* {alert.headline}")
             lines.append(f"  {alert.source}" + (f" · {alert.when}" if alert.when else ""))
@@ -100,14 +112,7 @@ def render_group_text(group: AlertGroup) -> str:
 
 
 def _alert_html(alert: AlertMessage) -> str:
-    e = html.escape
-    title = e(alert.headline)
-    if alert.link:
-        title = f'<a href="{e(alert.link, quote=True)}" style="color:#1a5fb4">{title}</a>'
-    meta = e(alert.source) + (f" &middot; {e(alert.when)}" if alert.when else "")
-    snippet = "".join(
-        f'<strong style="background:#fff3bf">{e(s.text)}</strong>' if s.highlight else e(s.text)
-        for s in alert.snippet)
+    title, meta, snippet = _html_parts(alert)
     return (f'<li style="margin:0 0 12px"><strong>{title}</strong><br>'
             f'<span style="color:#666;font-size:13px">{meta}</span>'
             + (f'<br><span style="font-size:14px">{snippet}</span>' if snippet else "")
