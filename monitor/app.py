@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.dispatch import DeliveryReport, Dispatcher
@@ -17,10 +18,12 @@ from monitor.fetch import Fetcher
 from monitor.logs import log
 from monitor.notify import Notifier, build_notifiers, default_destinations
 from monitor.errors import RulesError
-from monitor.pipeline import Compiled, Poller, PollReport, Routing, compile_ruleset, utcnow
+from monitor.notify.message import source_notice
+from monitor.pipeline import Compiled, Parsing, Poller, PollReport, Routing, compile_ruleset, \
+    parse_processes, utcnow
 from monitor.rules import RuleSet, fingerprint, load_rules
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.store import FeedRow, SourceState, Store
 
 
 class App:
@@ -29,6 +32,7 @@ class App:
         self.ruleset: RuleSet | None = None
         self.store: Store | None = None
         self.fetcher: Fetcher | None = None
+        self.parsing: Parsing | None = None
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
         self._reloading = asyncio.Lock()
@@ -48,7 +52,9 @@ class App:
                                                      if n in self.notifiers})
         await self._adopt(compiled)
         self.fetcher = Fetcher(settings)
-        self.poller = Poller(settings, self.store, self.fetcher, compiled, self.routing)
+        self.parsing = Parsing(parse_processes(settings))
+        self.poller = Poller(settings, self.store, self.fetcher, compiled, self.routing,
+                             parsing=self.parsing, notice=self.tell_operator)
         self.dispatcher = Dispatcher(settings, self.store, self.notifiers, self.destinations)
         log.info("monitor started", sources=len(self.ruleset.feeds),
                  rules=len(self.ruleset.rules), destinations=",".join(self.routing.default),
@@ -73,7 +79,8 @@ class App:
         """Make the sources follow feeds.yaml and say where each rule will send."""
         assert self.store is not None
         await asyncio.to_thread(self.store.sync_sources, [
-            (f.url, f.name, self.settings.interval_for(f.interval))
+            FeedRow(f.url, f.name, self.settings.interval_for(f.interval),
+                    pinned=f.interval is not None)
             for f in compiled.ruleset.feeds], utcnow())
         for rule in compiled.ruleset.rules:
             missing = [d for d in rule.notify or () if d not in self.notifiers]
@@ -120,18 +127,77 @@ class App:
     async def close(self) -> None:
         if self.fetcher is not None:
             await self.fetcher.aclose()
+        if self.parsing is not None:
+            self.parsing.close()
         for notifier in self.notifiers.values():
             await notifier.aclose()
         if self.store is not None:
             self.store.close()
 
     async def poll_due(self, *, every_source: bool = False) -> list[PollReport]:
+        """Poll the sources that are due, taking them a batch at a time (see `_claimed`);
+        `every_source`: all of them, now (burst mode)."""
         assert self.store is not None
         if every_source:
             sources = await asyncio.to_thread(self.store.sources)
-        else:
-            sources = await asyncio.to_thread(self.store.due_sources, utcnow())
-        return await self.poller.poll(sources)
+            return await self.poller.poll(sources)
+        reports: list[PollReport] = []
+        async for report in self._claimed():
+            reports.append(report)
+        await self.poller.flush()
+        return reports
+
+    async def _claimed(self) -> AsyncIterator[PollReport]:
+        """Due sources, leased from the store a batch at a time while earlier ones are still
+        being polled: instances share the work, and no lease is taken long before its poll.
+        Delivery is woken as soon as a poll raises alerts."""
+        assert self.store is not None
+        batch = self.settings.fetch_concurrency * 4
+        running: set[asyncio.Task[PollReport]] = set()
+        more = True
+        while True:
+            if more and len(running) <= batch:
+                wanted = 2 * batch - len(running)
+                taken = await asyncio.to_thread(self.store.claim_due_sources, utcnow(),
+                                                lease=self.settings.source_lease,
+                                                limit=wanted)
+                more = len(taken) == wanted
+                running |= {asyncio.create_task(self.poller.poll_source(s)) for s in taken}
+            if not running:
+                return
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                report = task.result()
+                if report.alerts and getattr(self, "scheduler", None) is not None:
+                    self.scheduler.modify_job("deliver", next_run_time=utcnow())
+                yield report
+
+    async def tell_operator(self, source: SourceState, kind: str, detail: str) -> None:
+        """One message per failure streak, and one when it ends, to the operator's
+        destinations; claimed in the store, so one instance sends it. If no destination takes
+        it, the claim is given back and the next poll tries again."""
+        assert self.store is not None
+        now = utcnow()
+        if not await asyncio.to_thread(self.store.take_notice, source.id, kind, now):
+            return
+        message = source_notice(source, kind, detail, now)
+        names = self.settings.operator_destinations or self.routing.default
+        delivered = False
+        for name in names:
+            notifier = self.notifiers.get(name)
+            if notifier is None:
+                continue
+            try:
+                await notifier.send(message)
+                delivered = True
+            except Exception as exc:
+                log.warning("operator notice not delivered", destination=name,
+                            source=source.url, error=str(exc)[:300])
+        (log.info if kind == "recovered" else log.error)(
+            "source " + kind, url=source.url, detail=detail, notified=delivered)
+        if not delivered:
+            await asyncio.to_thread(self.store.give_back_notice, source.id, kind,
+                                    source.failure_noticed_at)
 
     async def deliver(self) -> DeliveryReport:
         return await self.dispatcher.deliver_due()
@@ -168,10 +234,7 @@ class App:
 
     async def _poll_tick(self) -> None:
         await self.reload_if_changed()
-        reports = await self.poll_due()
-        if any(r.alerts for r in reports):
-            # Tell people fast: deliver now rather than at the next delivery tick.
-            self.scheduler.modify_job("deliver", next_run_time=utcnow())
+        await self.poll_due()  # wakes delivery as soon as a poll raises alerts
 
     async def _wake_delivery(self) -> None:
         self.scheduler.modify_job("deliver", next_run_time=utcnow())

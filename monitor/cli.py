@@ -5,6 +5,7 @@
     monitor rules test       what would match, and why (JSON Lines, a live feed, a backtest)
     monitor rules schema     the JSON Schema of rule files
     monitor stories          recent stories, with every outlet that reported each
+    monitor sources          every source's health and schedule; `enable URL` after a 410
     monitor alerts           the outbox by state; `show ID` with its attempts; `retry`
     monitor notify test D    send a sample alert to destination D now
 """
@@ -145,6 +146,88 @@ def stories(since: str, limit: int) -> None:
 def _one_line(text: str | None, width: int) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _ago(when: Any, now: Any) -> str:
+    """`3m ago`, `in 12m`: how far a time is from now, in its largest unit."""
+    if when is None:
+        return "never"
+    seconds = (when - now).total_seconds()
+    span = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if span >= size:
+            amount = f"{span / size:.0f}{unit}"
+            break
+    else:
+        amount = f"{span:.0f}s"
+    return f"in {amount}" if seconds > 0 else f"{amount} ago"
+
+
+def _source_status(source: Any) -> str:
+    if source.disabled_at is not None:
+        return "disabled"
+    if source.consecutive_failures:
+        return f"failing ×{source.consecutive_failures}"
+    if source.last_polled_at is None:
+        return "new"
+    return "ok"
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--failing", is_flag=True, help="Only sources that are failing or disabled.")
+@click.pass_context
+def sources(ctx: click.Context, failing: bool) -> None:
+    """Every source: its last fetch, status, items, interval, next poll and last error."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from monitor.pipeline import utcnow
+    from monitor.store import Store
+
+    settings = _settings()
+    store = Store.open(settings.database_url)
+    try:
+        rows = store.source_overview()
+    finally:
+        store.close()
+    if failing:
+        rows = [(s, n) for s, n in rows if s.consecutive_failures or s.disabled_at]
+    if not rows:
+        click.echo("no failing sources" if failing else
+                   "no sources yet: `monitor run` adds those rules/feeds.yaml names")
+        return
+    now = utcnow()
+    click.echo(f"{'SOURCE':<28} {'STATUS':<12} {'HTTP':>4} {'LAST FETCH':<10} {'ITEMS':>6} "
+               f"{'EVERY':>6} {'NEXT POLL':<10} ERROR")
+    for source, items in rows:
+        every = source.polling_interval.total_seconds()
+        every_text = _ago(now + source.polling_interval, now).removeprefix("in ") + \
+            ("" if source.pinned else "~")
+        next_text = "—" if source.disabled_at else (
+            "due" if source.next_poll_at <= now else _ago(source.next_poll_at, now))
+        error = source.disabled_reason or source.last_error or ""
+        click.echo(f"{_one_line(source.label, 28):<28} {_source_status(source):<12} "
+                   f"{source.last_status or '':>4} {_ago(source.last_polled_at, now):<10} "
+                   f"{items:>6} {every_text if every else '':>6} {next_text:<10} "
+                   f"{_one_line(error, 60)}")
+    click.echo("(~: adapts to how often the source publishes)")
+
+
+@sources.command("enable")
+@click.argument("url")
+def sources_enable(url: str) -> None:
+    """Poll a source again that its server had said is gone (410)."""
+    from monitor.pipeline import utcnow
+    from monitor.store import Store
+
+    settings = _settings()
+    store = Store.open(settings.database_url)
+    try:
+        found = store.enable_source(url, utcnow())
+    finally:
+        store.close()
+    if not found:
+        raise click.ClickException(f"no source {url!r}: `monitor sources` lists them")
+    click.echo(f"enabled {url}: polled at the next tick")
 
 
 @cli.group(invoke_without_command=True)

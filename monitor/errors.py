@@ -71,6 +71,17 @@ class FetchError(MonitorError):
         self.status = status
         super().__init__(f"{reason} ({url})")
 
+    def __reduce__(self) -> tuple:  # type: ignore[type-arg]
+        # So it comes back whole from a parsing process (the default would pass one message).
+        return _rebuild, (type(self), self.url, self.reason, dict(self.__dict__))
+
+
+def _rebuild(cls: type[FetchError], url: str, reason: str, state: dict) -> FetchError:  # type: ignore[type-arg]
+    error = cls.__new__(cls)
+    FetchError.__init__(error, url, reason)
+    error.__dict__.update(state)
+    return error
+
 
 class TransientFetchError(FetchError):
     """Likely to work later: timeouts, connection failures, 5xx, 429."""

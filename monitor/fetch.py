@@ -43,6 +43,8 @@ class FetchResult:
     feed_url: str | None = None
     # The HTML page (after its redirects) whose feed link led here, when one did.
     discovered_from: str | None = None
+    max_age: float | None = None  # seconds, from Cache-Control
+
 
     @property
     def not_modified(self) -> bool:
@@ -62,6 +64,21 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _max_age(value: str | None) -> float | None:
+    """`max-age` from a Cache-Control header; None when absent, or when `no-cache` or
+    `no-store` say not to rely on it."""
+    if not value:
+        return None
+    age = None
+    for directive in value.lower().split(","):
+        name, _, argument = directive.strip().partition("=")
+        if name in ("no-cache", "no-store"):
+            return None
+        if name == "max-age" and argument.strip().strip('"').isdigit():
+            age = float(argument.strip().strip('"'))
+    return age
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
@@ -240,4 +257,5 @@ class Fetcher:
             etag=response.headers.get("ETag"),
             last_modified=response.headers.get("Last-Modified"),
             content_type=response.headers.get("Content-Type"),
-            elapsed_ms=int((time.monotonic() - started) * 1000), feed_url=url)
+            elapsed_ms=int((time.monotonic() - started) * 1000), feed_url=url,
+            max_age=_max_age(response.headers.get("Cache-Control")))

@@ -28,6 +28,7 @@ import feedparser
 
 from monitor.discover import looks_like_html
 from monitor.errors import PermanentFetchError
+from monitor.normalize import Item, normalize_entry, without_keys
 
 _XML_DECLARED_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*\sencoding\s*=""")
 
@@ -39,6 +40,7 @@ class ParsedFeed:
     language: str | None
     entries: list[Any] = field(default_factory=list)
     problem: str | None = None  # why feedparser flagged the document as ill-formed, if it did
+    ttl_minutes: int | None = None  # RSS <ttl>: how long the publisher says it may be cached
 
 
 def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> ParsedFeed:
@@ -59,7 +61,12 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
     feed = result.get("feed", {})
     return ParsedFeed(title=feed.get("title") or None, link=feed.get("link") or None,
                       language=feed.get("language") or None, entries=list(result.entries),
-                      problem=problem)
+                      problem=problem, ttl_minutes=_ttl(feed.get("ttl")))
+
+
+def _ttl(value: object) -> int | None:
+    text = str(value).strip() if value is not None else ""
+    return int(text) if text.isdigit() and 0 < int(text) < 100_000 else None
 
 
 def _is_xml_type(media_type: str) -> bool:
@@ -84,3 +91,57 @@ def _as_xml(content_type: str | None, body: bytes) -> str:
         if name.strip().lower() == "charset" and value.strip().strip("'\""):
             charset = value.strip().strip("'\"")
     return "application/xml" if declared or not charset else f"application/xml; charset={charset}"
+
+
+@dataclass(frozen=True)
+class FeedItems:
+    """A parsed feed as the poller needs it: its own fields and its items, normalised and
+    told apart. Plain data, so it can come back from a parsing process."""
+
+    feed: ParsedFeed  # without its entries
+    items: list[Item]
+
+
+def read_feed(body: bytes, *, url: str, content_type: str | None = None) -> FeedItems:
+    """Parse and normalise: the CPU-heavy part of a poll, run in a worker process."""
+    parsed = parse_feed(body, url=url, content_type=content_type)
+    items = unique_items([normalize_entry(e, feed_language=parsed.language)
+                          for e in parsed.entries])
+    return FeedItems(ParsedFeed(parsed.title, parsed.link, parsed.language,
+                                problem=parsed.problem, ttl_minutes=parsed.ttl_minutes), items)
+
+
+def unique_items(items: list[Item]) -> list[Item]:
+    """A link that several different items of the feed share (a section page, say) names
+    none of them; then a feed that lists one item twice (under any of its keys): keep the
+    first."""
+    owners: dict[str, set[str]] = {}
+    for item in items:
+        for key in item.keys:
+            if key.startswith(("url:", "path:")):
+                owners.setdefault(key, set()).add(item.guid or item.title)
+    shared = {key for key, who in owners.items() if len(who) > 1}
+    if shared:
+        items = [without_keys(item, shared) for item in items]
+    seen: set[str] = set()
+    unique = []
+    for item in items:
+        if not seen.intersection(item.keys):
+            unique.append(item)
+        seen.update(item.keys)
+    return unique
+
+
+def worker_init(parent: int) -> None:
+    """In a parsing process: exit when the daemon that started it is gone. A daemon killed
+    with SIGKILL cannot stop its workers, and an orphan would hold its pipes and memory."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()

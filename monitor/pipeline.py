@@ -9,28 +9,34 @@ items that raise them (`Store.save_poll`), so a crash can lose neither.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Mapping, Sequence
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from monitor.destinations import Destination
-from monitor.errors import FetchError, TransientFetchError
-from monitor.fetch import Fetcher
+from monitor.cadence import CLOCK_SKEW, Bounds, Hints, after_content, after_nothing_new, \
+    failure_backoff, next_poll
+from monitor.errors import FetchError, PermanentFetchError, TransientFetchError
+from monitor.fetch import Fetcher, FetchResult
 from monitor.logs import log
 from monitor.engine import Engine
 from monitor.match import RuleMatch
-from monitor.normalize import Item, normalize_entry, without_keys
-from monitor.parse import parse_feed
+from monitor.normalize import Item
+from monitor.parse import FeedItems, read_feed, worker_init
 from monitor.rules import Rule, RuleSet
 from monitor.settings import Settings
-from monitor.store import Outgoing, Planned, SourceState, Store
+from monitor.store import Outgoing, Planned, SourceState, Store, Unchanged
 from monitor.stories import fingerprint
 
-MAX_BACKOFF = timedelta(hours=6)
-# A published date this far in the future is not believed on a first poll.
-CLOCK_SKEW = timedelta(hours=1)
+FLUSH_DELAY = 0.2  # seconds: quiet polls are written together, once this long has passed
 
 
 @dataclass(frozen=True)
@@ -71,18 +77,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def next_poll(interval: timedelta, now: datetime) -> datetime:
-    # Up to 5% of jitter so that sources added together drift apart.
-    return now + interval + timedelta(seconds=random.uniform(0, interval.total_seconds() * 0.05))
-
-
-def failure_backoff(source: SourceState, error: FetchError, now: datetime) -> datetime:
-    delay = min(source.interval * (2 ** min(source.consecutive_failures, 10)), MAX_BACKOFF)
-    if isinstance(error, TransientFetchError) and error.retry_after:
-        delay = max(delay, timedelta(seconds=min(error.retry_after, MAX_BACKOFF.total_seconds())))
-    return next_poll(delay, now)
-
-
 def alerts_for(matches: Sequence[RuleMatch], rules: dict[str, Rule],
                routing: Routing, now: datetime) -> dict[str, Planned]:
     """One alert per destination, naming every rule that routes there and its terms; urgent
@@ -115,29 +109,94 @@ def compile_ruleset(ruleset: RuleSet) -> Compiled:
                     {feed.url: tuple(feed.tags) for feed in ruleset.feeds})
 
 
+class Parsing:
+    """Where feeds are parsed and normalised: in worker processes (feedparser is CPU-bound, and
+    the event loop, matching and the store keep the main process busy), or in a thread when
+    there is no spare core. A worker that dies is replaced; the feed it was reading fails."""
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def read(self, body: bytes, *, url: str, content_type: str | None) -> FeedItems:
+        call = partial(read_feed, body, url=url, content_type=content_type)
+        if self.processes == 0:
+            return await asyncio.to_thread(call)
+        if self._pool is None:
+            # spawn, not fork: forking a process that runs threads can copy a held lock.
+            self._pool = ProcessPoolExecutor(self.processes,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=worker_init, initargs=(os.getpid(),))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except BrokenProcessPool:
+            log.error("a feed-parsing process died; starting another", url=url)
+            self.close()
+            raise PermanentFetchError(url, "the feed parser crashed on this feed") from None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def parse_processes(settings: Settings) -> int:
+    if settings.parse_processes is not None:
+        return settings.parse_processes
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
+
+# Tells the operator about a source: (source, "failing" | "disabled" | "recovered", detail).
+Notice = Callable[[SourceState, str, str], Awaitable[None]]
+
+
 class Poller:
     def __init__(self, settings: Settings, store: Store, fetcher: Fetcher,
-                 compiled: Compiled, routing: Routing):
+                 compiled: Compiled, routing: Routing, *, parsing: Parsing | None = None,
+                 notice: Notice | None = None):
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
         self.routing = routing
         self.compiled = compiled
-        self._fetch_slots = asyncio.Semaphore(settings.fetch_concurrency)
+        self.parsing = parsing or Parsing(0)
+        self.notice = notice
+        self.bounds = Bounds(*settings.poll_bounds)
+        # A slot is held from fetch to store, so at most this many bodies are in memory.
+        self._slots = asyncio.Semaphore(settings.fetch_concurrency)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        # One store write at a time from this process: threads would only queue for
+        # SQLite's lock (and time out under load) or for the story lock on PostgreSQL.
+        self._writing = asyncio.Lock()
+        self._unchanged: list[Unchanged] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     def use(self, compiled: Compiled) -> None:
         """Match with new rules from now on; a poll under way finishes with the old ones."""
         self.compiled = compiled
 
     async def poll(self, sources: Sequence[SourceState]) -> list[PollReport]:
-        return list(await asyncio.gather(*(self.poll_source(s) for s in sources)))
+        reports = list(await asyncio.gather(*(self.poll_source(s) for s in sources)))
+        await self.flush()
+        return reports
+
+    async def flush(self) -> None:
+        """Write the quiet polls noted so far."""
+        async with self._writing:
+            batch, self._unchanged = self._unchanged, []
+            if batch:
+                await asyncio.to_thread(self.store.record_unchanged, batch, utcnow())
 
     async def poll_source(self, source: SourceState) -> PollReport:
         """Poll one source. Whatever goes wrong is recorded against this source and backed
         off; it never reaches the other sources."""
         now = utcnow()
         try:
-            return await self._poll(source, now)
+            fetched = await self._fetch(source)
+            try:
+                return await self._take(source, fetched, now)
+            finally:
+                self._slots.release()
         except FetchError as exc:
             failure = exc
             log.warning("feed failed", url=source.url, status=exc.status, error=exc.reason,
@@ -146,65 +205,118 @@ class Poller:
             failure = FetchError(source.url, f"unexpected {type(exc).__name__}: {exc}"[:500])
             log.exception("feed failed", url=source.url, error=failure.reason,
                           failures=source.consecutive_failures + 1)
-        try:
-            await asyncio.to_thread(
-                self.store.record_failure, source.id, status=failure.status,
-                error=failure.reason, now=now,
-                next_poll_at=failure_backoff(source, failure, now))
-        except Exception:
-            log.exception("cannot record a feed failure", url=source.url)
+        await self._failed(source, failure, now)
         return PollReport(source.label, failure.status, error=failure.reason)
 
-    async def _poll(self, source: SourceState, now: datetime) -> PollReport:
-        async with self._fetch_slots:
-            fetched = await self.fetcher.fetch(source.url, etag=source.etag,
-                                               last_modified=source.last_modified)
+    async def _fetch(self, source: SourceState) -> FetchResult:
+        """Fetch within the source's host's limit, then hold one of the global slots, which
+        the caller releases once the result is stored. Waiting for a busy host holds no
+        global slot, so one slow publisher cannot hold up the others."""
+        host = urlsplit(source.url).hostname or ""
+        per_host = self._hosts.setdefault(host, asyncio.Semaphore(self.settings.fetch_per_host))
+        async with per_host:
+            await self._slots.acquire()
+            try:
+                return await self.fetcher.fetch(source.url, etag=source.etag,
+                                                last_modified=source.last_modified)
+            except BaseException:
+                self._slots.release()
+                raise
+
+    async def _failed(self, source: SourceState, failure: FetchError, now: datetime) -> None:
+        gone = failure.status == 410
+        retry_after = failure.retry_after if isinstance(failure, TransientFetchError) else None
+        try:
+            async with self._writing:
+                await asyncio.to_thread(
+                    self.store.record_failure, source.id, status=failure.status,
+                    error=failure.reason, now=now, disable=gone,
+                    next_poll_at=failure_backoff(source.polling_interval,
+                                                 source.consecutive_failures + 1, now,
+                                                 retry_after))
+        except Exception:
+            log.exception("cannot record a feed failure", url=source.url)
+            return
+        if gone:
+            log.warning("source disabled: its server says it is gone", url=source.url)
+        failing_for = now - (source.failing_since or now)
+        if self.notice is not None and source.failure_noticed_at is None and \
+                (gone or failing_for >= self.settings.source_alert_after):
+            await self.notice(source, "disabled" if gone else "failing", failure.reason)
+
+    async def _take(self, source: SourceState, fetched: FetchResult,
+                    now: datetime) -> PollReport:
+        """What a fetched feed brings: nothing (304, or the same body again), or items."""
         if fetched.not_modified:
-            await asyncio.to_thread(self.store.record_not_modified, source.id, now=now,
-                                    next_poll_at=next_poll(source.interval, now))
-            log.info("feed fetched", url=source.url, status=304, new=0, ms=fetched.elapsed_ms)
-            return PollReport(source.label, 304)
+            return await self._nothing_new(source, fetched, now)
         assert fetched.body is not None
+        body_hash = hashlib.sha256(fetched.body).hexdigest()
+        if body_hash == source.body_hash:
+            # The server ignores conditional GET but the feed has not changed: no parsing.
+            return await self._nothing_new(source, fetched, now)
         # Parsed against the feed's URL before redirects (the configured one, or the feed its
         # page links to): a redirect must not change how relative GUIDs resolve, or every
         # item would look new.
-        feed = await asyncio.to_thread(parse_feed, fetched.body,
-                                       url=fetched.feed_url or source.url,
+        read = await self.parsing.read(fetched.body, url=fetched.feed_url or source.url,
                                        content_type=fetched.content_type)
-        items = self._unique([normalize_entry(e, feed_language=feed.language)
-                              for e in feed.entries])
+        items, feed = read.items, read.feed
         known = await asyncio.to_thread(self.store.known_items, source.id, items)
         new, changed = self._triage(source, items, known, now)
-        outcome = await asyncio.to_thread(
-            self.store.save_poll, source, new=new, changed=changed, status=fetched.status,
-            etag=fetched.etag, last_modified=fetched.last_modified, feed_title=feed.title,
-            now=now, next_poll_at=next_poll(source.interval, now))
+        interval = source.interval if source.pinned else after_content(
+            source.polling_interval, (i.published_at for i in items), now, self.bounds)
+        hints = Hints(ttl=timedelta(minutes=feed.ttl_minutes) if feed.ttl_minutes else None,
+                      max_age=self._max_age(fetched))
+        async with self._writing:
+            outcome = await asyncio.to_thread(
+                self.store.save_poll, source, new=new, changed=changed, status=fetched.status,
+                etag=fetched.etag, last_modified=fetched.last_modified, feed_title=feed.title,
+                now=now, next_poll_at=self._next(source, interval, now, hints),
+                body_hash=body_hash, item_count=len(items),
+                interval=None if source.pinned else interval)
         log.info("feed fetched", url=source.url, status=fetched.status, items=len(items),
                  new=outcome.new, updated=outcome.updated, alerts=outcome.alerts,
                  ms=fetched.elapsed_ms, **({"problem": feed.problem} if feed.problem else {}))
+        await self._recovered(source)
         return PollReport(source.label, fetched.status, new=outcome.new,
                           updated=outcome.updated, alerts=outcome.alerts)
 
+    async def _nothing_new(self, source: SourceState, fetched: FetchResult,
+                           now: datetime) -> PollReport:
+        """Noted now, written with the other quiet polls of the moment (one transaction)."""
+        interval = source.interval if source.pinned else \
+            after_nothing_new(source.polling_interval, self.bounds)
+        self._unchanged.append(Unchanged(
+            source.id, fetched.status, fetched.etag or source.etag,
+            fetched.last_modified or source.last_modified,
+            self._next(source, interval, now, Hints(max_age=self._max_age(fetched))),
+            None if source.pinned else interval))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_soon())
+        log.debug("feed fetched", url=source.url, status=fetched.status, new=0,
+                  ms=fetched.elapsed_ms)
+        await self._recovered(source)
+        return PollReport(source.label, fetched.status)
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(FLUSH_DELAY)
+        try:
+            await self.flush()
+        except Exception:
+            # The sources stay leased and are polled again when the lease runs out.
+            log.exception("cannot record unchanged feeds")
+
+    async def _recovered(self, source: SourceState) -> None:
+        if source.failure_noticed_at is not None and self.notice is not None:
+            await self.notice(source, "recovered", f"fetched again after "
+                              f"{source.consecutive_failures} failures")
+
+    def _next(self, source: SourceState, interval: timedelta, now: datetime,
+              hints: Hints) -> datetime:
+        return next_poll(interval, now, hints, cap=max(self.bounds.high, source.interval))
+
     @staticmethod
-    def _unique(items: list[Item]) -> list[Item]:
-        """A link that several different items of the feed share (a section page, say) names
-        none of them; then a feed that lists one item twice (under any of its keys): keep the
-        first."""
-        owners: dict[str, set[str]] = {}
-        for item in items:
-            for key in item.keys:
-                if key.startswith(("url:", "path:")):
-                    owners.setdefault(key, set()).add(item.guid or item.title)
-        shared = {key for key, who in owners.items() if len(who) > 1}
-        if shared:
-            items = [without_keys(item, shared) for item in items]
-        seen: set[str] = set()
-        unique = []
-        for item in items:
-            if not seen.intersection(item.keys):
-                unique.append(item)
-            seen.update(item.keys)
-        return unique
+    def _max_age(fetched: FetchResult) -> timedelta | None:
+        return timedelta(seconds=fetched.max_age) if fetched.max_age else None
 
     def _triage(self, source: SourceState, items: list[Item], known: dict[str, Any],
                 now: datetime) -> tuple[list[Outgoing], list[Outgoing]]:

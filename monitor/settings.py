@@ -46,11 +46,19 @@ class Settings(BaseSettings):
 
     # Operation.
     poll_interval: Duration = timedelta(minutes=10)
+    # Sources without an interval in feeds.yaml adapt between these to how often they publish.
+    poll_min_interval: Duration = timedelta(minutes=5)
+    poll_max_interval: Duration = timedelta(hours=1)
     poll_tick: Duration = timedelta(seconds=30)
+    source_lease: Duration = timedelta(minutes=1)
+    source_alert_after: Duration = timedelta(hours=2)
+    operator_destinations: Annotated[list[str], NoDecode] = []
+    parse_processes: int | None = Field(default=None, ge=0, le=16)  # unset: one per spare core
     delivery_tick: Duration = timedelta(seconds=15)
     fetch_timeout: Duration = timedelta(seconds=30)
     fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fetch_concurrency: int = Field(default=8, ge=1, le=256)
+    fetch_per_host: int = Field(default=2, ge=1, le=256)
     max_redirects: int = Field(default=5, ge=0, le=20)
     user_agent: str = DEFAULT_USER_AGENT
     notify_timeout: Duration = timedelta(seconds=20)
@@ -61,7 +69,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
-    @field_validator("email_to", mode="before")
+    @field_validator("email_to", "operator_destinations", mode="before")
     @classmethod
     def _split_recipients(cls, value: object) -> object:
         if isinstance(value, str):
@@ -69,7 +77,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("slack_webhook_url", "smtp_password", "smtp_host", "smtp_username",
-                     "email_from", "slack_bot_token", "slack_channel", mode="before")
+                     "email_from", "slack_bot_token", "slack_channel", "parse_processes",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -103,6 +112,13 @@ class Settings(BaseSettings):
                              "MONITOR_EMAIL_TO (or an email destination) must be set too")
         if bool(self.slack_bot_token) != bool(self.slack_channel):
             raise ValueError("MONITOR_SLACK_BOT_TOKEN and MONITOR_SLACK_CHANNEL go together")
+        if self.poll_min_interval > self.poll_max_interval:
+            raise ValueError("MONITOR_POLL_MIN_INTERVAL is longer than MONITOR_POLL_MAX_INTERVAL")
+        unknown = [n for n in self.operator_destinations
+                   if n not in self.configured_destinations()]
+        if unknown:
+            raise ValueError(f"MONITOR_OPERATOR_DESTINATIONS names {', '.join(unknown)}, "
+                             "which is not a configured destination")
         if emails and not (self.smtp_host and self.email_from):
             raise ValueError(f"destination {emails[0]!r} sends email, so MONITOR_SMTP_HOST and "
                              "MONITOR_EMAIL_FROM must be set")
@@ -128,6 +144,13 @@ class Settings(BaseSettings):
     @property
     def email_configured(self) -> bool:
         return bool(self.smtp_host and self.email_from and self.email_to)
+
+    @property
+    def poll_bounds(self) -> tuple[timedelta, timedelta]:
+        """The range adapting intervals keep to; it includes MONITOR_POLL_INTERVAL, so asking
+        for a shorter default interval than the minimum lowers the minimum."""
+        return (min(self.poll_min_interval, self.poll_interval),
+                max(self.poll_max_interval, self.poll_interval))
 
     def interval_for(self, interval: timedelta | None) -> timedelta:
         return interval or self.poll_interval

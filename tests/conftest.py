@@ -112,6 +112,7 @@ class FeedServer(LocalServer):
         self.scheme = "https" if tls is not None else "http"
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.request_times: list[float] = []  # time.monotonic() of each of `requests`
         self.active = 0  # requests being answered right now
         self.peak = 0  # the most answered at once
         self.connections = 0  # TCP connections accepted
@@ -135,7 +136,9 @@ class FeedServer(LocalServer):
                         server.active -= 1
 
             def _answer(self) -> None:
-                server.requests.append((self.path, dict(self.headers)))
+                with server.lock:
+                    server.requests.append((self.path, dict(self.headers)))
+                    server.request_times.append(time.monotonic())
                 route = server.routes.get(self.path)
                 if route is None:
                     self._send(404, b"not found", "text/plain", {})

@@ -301,7 +301,8 @@ def test_bad_settings_are_reported_by_name(workspace: Workspace) -> None:
 def test_daemon_polls_delivers_and_stops_cleanly_on_sigterm(
         workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
     workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url, MONITOR_POLL_TICK="0.3s",
-                         MONITOR_DELIVERY_TICK="0.3s", MONITOR_POLL_INTERVAL="1s")
+                         MONITOR_DELIVERY_TICK="0.3s", MONITOR_POLL_INTERVAL="1s",
+                         MONITOR_POLL_MIN_INTERVAL="1s", MONITOR_POLL_MAX_INTERVAL="1s")
     workspace.write_feeds(feeds.set("/news.xml", rss(STORIES[:1])))
     process = workspace.popen("run")
     try:
@@ -467,7 +468,8 @@ def test_slack_rate_limit_pauses_the_destination_for_the_pass(
 def test_rules_reload_on_change_and_sighup_and_bad_changes_keep_the_old_rules(
         workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
     workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url, MONITOR_POLL_TICK="0.3s",
-                         MONITOR_DELIVERY_TICK="0.3s", MONITOR_POLL_INTERVAL="1s")
+                         MONITOR_DELIVERY_TICK="0.3s", MONITOR_POLL_INTERVAL="1s",
+                         MONITOR_POLL_MIN_INTERVAL="1s", MONITOR_POLL_MAX_INTERVAL="1s")
     workspace.write_feeds(feeds.set("/news.xml", rss([])))
     process = workspace.popen("run")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from monitor.store import SourceState
 from monitor.text import Term, locate
 
 SNIPPET_CHARS = 320
@@ -152,3 +153,28 @@ def snippet(texts: list[str], terms: list[str], width: int = SNIPPET_CHARS) -> t
     if end < len(text):
         segments.append(Segment("…"))
     return tuple(segments)
+
+
+NOTICE_RULE = RuleHit("source-health", "Source health", ())
+_NOTICE_TITLES = {
+    "failing": "Source failing: {name}",
+    "disabled": "Source disabled: {name}",
+    "recovered": "Source recovered: {name}",
+}
+
+
+def source_notice(source: SourceState, kind: str, detail: str, now: datetime) -> AlertMessage:
+    """An operator's message about a source, in the shape every channel renders (and escapes:
+    a feed's name and its server's error text are untrusted)."""
+    since = source.failing_since or now
+    hours = (now - since).total_seconds() / 3600
+    if kind == "failing":
+        text = f"Failing for {hours:.1f} h ({source.consecutive_failures + 1} polls): {detail}"
+    elif kind == "disabled":
+        text = (f"The server says the feed is gone ({detail}); it is no longer polled. "
+                f"`monitor sources enable {source.url}` polls it again.")
+    else:
+        text = f"Working again: {detail}."
+    return AlertMessage(title=_NOTICE_TITLES[kind].format(name=source.label), url=source.url,
+                        source="monitor", published_at=now, rules=(NOTICE_RULE,),
+                        snippet=(Segment(text),))

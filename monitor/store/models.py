@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, text, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, \
-    String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, \
+    String, Text, UniqueConstraint, text, true
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -62,6 +62,16 @@ class Source(Base):
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # An interval set in feeds.yaml is kept; otherwise it adapts to how often the source
+    # publishes, and `current_interval_seconds` is where it has got to.
+    pinned: Mapped[bool] = mapped_column(default=True, server_default=true())
+    current_interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    body_hash: Mapped[str | None] = mapped_column(String(64))  # of the last body parsed
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failure_noticed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 410 Gone, say
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    last_item_count: Mapped[int | None] = mapped_column(Integer)  # entries in the last body
 
 
 class Story(Base):

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, and_, case, func, or_, select, text, update
 from sqlalchemy.orm import aliased
@@ -25,6 +25,7 @@ from monitor.store.db import create_db_engine, migrate
 from monitor.store.models import Alert, AlertAttempt, Item, ItemBand, ItemKey, Source, Story
 
 STORY_LOCK = 0x6D6F6E69746F72  # PostgreSQL advisory lock key for story assignment
+SOURCES_LOCK = 0x6D6F6E73726373  # … and for making the sources follow feeds.yaml
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,46 @@ class SourceState:
     last_error: str | None
     consecutive_failures: int
     active: bool
+    pinned: bool = True
+    current_interval: timedelta | None = None
+    body_hash: str | None = None
+    last_success_at: datetime | None = None
+    failing_since: datetime | None = None
+    failure_noticed_at: datetime | None = None
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+    last_item_count: int | None = None
 
     @property
     def label(self) -> str:
         return self.name or self.feed_title or self.url
+
+    @property
+    def polling_interval(self) -> timedelta:
+        """The interval in force: the configured one, or where adaptation has got to."""
+        return self.interval if self.pinned else self.current_interval or self.interval
+
+
+class FeedRow(NamedTuple):
+    """A source as feeds.yaml names it. `pinned`: its interval was set there, so it is kept
+    rather than adapted."""
+
+    url: str
+    name: str | None
+    interval: timedelta
+    pinned: bool = True
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A successful poll that brought nothing to store: a 304, or the same body again."""
+
+    source_id: int
+    status: int
+    etag: str | None
+    last_modified: str | None
+    next_poll_at: datetime
+    interval: timedelta | None = None  # the adapted interval, for a source that adapts
 
 
 @dataclass(frozen=True)
@@ -156,7 +193,12 @@ def _state(source: Source) -> SourceState:
         last_modified=source.last_modified, first_polled_at=source.first_polled_at,
         next_poll_at=source.next_poll_at, last_polled_at=source.last_polled_at,
         last_status=source.last_status, last_error=source.last_error,
-        consecutive_failures=source.consecutive_failures, active=source.active)
+        consecutive_failures=source.consecutive_failures, active=source.active,
+        pinned=source.pinned, current_interval=None if source.current_interval_seconds is None
+        else timedelta(seconds=source.current_interval_seconds), body_hash=source.body_hash,
+        last_success_at=source.last_success_at, failing_since=source.failing_since,
+        failure_noticed_at=source.failure_noticed_at, disabled_at=source.disabled_at,
+        disabled_reason=source.disabled_reason, last_item_count=source.last_item_count)
 
 
 def _sha(text: str) -> str:
@@ -199,59 +241,138 @@ class Store:
 
     # Sources -------------------------------------------------------------------------------
 
-    def sync_sources(self, feeds: Iterable[tuple[str, str | None, timedelta]],
-                     now: datetime) -> None:
+    def sync_sources(self, feeds: Iterable[tuple[Any, ...]], now: datetime) -> None:
         """Make the sources table follow feeds.yaml: add, update, deactivate (never delete:
-        a feed that comes back keeps its history)."""
-        wanted = {url: (name, interval) for url, name, interval in feeds}
+        a feed that comes back keeps its history). Each feed is a `FeedRow` or a tuple of its
+        fields. A source its server disabled (410 Gone) stays disabled until `enable_source`."""
+        wanted = {row.url: row for row in (FeedRow(*feed) for feed in feeds)}
         with Session(self.engine) as session, session.begin():
+            if self.dialect == "postgresql":
+                # Instances starting together would each insert the new sources.
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SOURCES_LOCK})
             existing = {s.url: s for s in session.scalars(select(Source))}
-            for url, (name, interval) in wanted.items():
-                seconds = int(interval.total_seconds())
+            for url, row in wanted.items():
+                seconds = int(row.interval.total_seconds())
                 source = existing.get(url)
                 if source is None:
-                    session.add(Source(url=url, name=name, interval_seconds=seconds, active=True,
-                                       created_at=now, next_poll_at=now,
-                                       consecutive_failures=0))
+                    session.add(Source(url=url, name=row.name, interval_seconds=seconds,
+                                       pinned=row.pinned, active=True, created_at=now,
+                                       next_poll_at=now, consecutive_failures=0))
                     continue
                 if not source.active:
                     source.active = True
                     source.next_poll_at = now
-                source.name = name
+                source.name = row.name
+                if source.pinned != row.pinned:
+                    source.pinned = row.pinned
+                    source.current_interval_seconds = None
                 if source.interval_seconds != seconds:
                     source.interval_seconds = seconds
-                    source.next_poll_at = min(source.next_poll_at, now + interval)
+                    source.current_interval_seconds = None
+                    source.next_poll_at = min(source.next_poll_at, now + row.interval)
             for url, source in existing.items():
                 if url not in wanted and source.active:
                     source.active = False
 
-    def sources(self, *, active_only: bool = True) -> list[SourceState]:
+    def sources(self, *, active_only: bool = True,
+                include_disabled: bool = False) -> list[SourceState]:
         with Session(self.engine) as session:
             query = select(Source).order_by(Source.id)
             if active_only:
                 query = query.where(Source.active.is_(True))
+            if not include_disabled:
+                query = query.where(Source.disabled_at.is_(None))
             return [_state(s) for s in session.scalars(query)]
 
     def due_sources(self, now: datetime) -> list[SourceState]:
         with Session(self.engine) as session:
-            query = (select(Source).where(Source.active.is_(True), Source.next_poll_at <= now)
-                     .order_by(Source.next_poll_at))
-            return [_state(s) for s in session.scalars(query)]
+            return [_state(s) for s in session.scalars(self._due(now))]
+
+    @staticmethod
+    def _due(now: datetime) -> Any:
+        return (select(Source).where(Source.active.is_(True), Source.disabled_at.is_(None),
+                                     Source.next_poll_at <= now)
+                .order_by(Source.next_poll_at, Source.id))
+
+    def claim_due_sources(self, now: datetime, *, lease: timedelta,
+                          limit: int) -> list[SourceState]:
+        """Take up to `limit` due sources to poll. Taking one moves its next poll to the end
+        of the lease, so no other instance polls it meanwhile, and one whose poller died is
+        due again when the lease runs out; recording the poll sets the real next poll. On
+        PostgreSQL, rows another instance is taking are skipped, not waited for."""
+        with Session(self.engine) as session, session.begin():
+            query = self._due(now).limit(limit)
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            taken = [_state(s) for s in session.scalars(query)]
+            if taken:
+                session.execute(update(Source).where(Source.id.in_([s.id for s in taken]))
+                                .values(next_poll_at=now + lease)
+                                .execution_options(synchronize_session=False))
+            return taken
 
     def record_failure(self, source_id: int, *, status: int | None, error: str,
-                       now: datetime, next_poll_at: datetime) -> None:
+                       now: datetime, next_poll_at: datetime,
+                       disable: bool = False) -> None:
+        """A failed poll. `disable`: the server said the feed is gone for good."""
+        values: dict[str, Any] = dict(
+            last_polled_at=now, last_status=status, last_error=error[:2000],
+            consecutive_failures=Source.consecutive_failures + 1, next_poll_at=next_poll_at,
+            failing_since=func.coalesce(Source.failing_since, now))
+        if disable:
+            values.update(disabled_at=now, disabled_reason=error[:2000])
         with Session(self.engine) as session, session.begin():
-            session.execute(update(Source).where(Source.id == source_id).values(
-                last_polled_at=now, last_status=status, last_error=error[:2000],
-                consecutive_failures=Source.consecutive_failures + 1,
-                next_poll_at=next_poll_at))
+            session.execute(update(Source).where(Source.id == source_id).values(**values))
 
-    def record_not_modified(self, source_id: int, *, now: datetime,
-                            next_poll_at: datetime) -> None:
+    def record_unchanged(self, polls: Sequence[Unchanged], now: datetime) -> None:
+        """Successful polls that brought nothing new, in one transaction (a quiet cycle over
+        a thousand sources is one write, not a thousand)."""
+        if not polls:
+            return
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Source), [
+                dict(id=p.source_id, last_polled_at=now, last_success_at=now,
+                     last_status=p.status, last_error=None, consecutive_failures=0,
+                     failing_since=None, next_poll_at=p.next_poll_at, etag=p.etag,
+                     last_modified=p.last_modified,
+                     **({} if p.interval is None else
+                        {"current_interval_seconds": int(p.interval.total_seconds())}))
+                for p in polls])
+
+    def take_notice(self, source_id: int, kind: str, now: datetime) -> bool:
+        """Claim the right to tell the operator that a source is failing (or disabled), or
+        that it has recovered: true for exactly one caller per failure streak, across
+        instances. `give_back_notice` undoes it when the message could not be sent."""
+        if kind == "recovered":
+            condition, value = Source.failure_noticed_at.is_not(None), None
+        else:
+            condition, value = Source.failure_noticed_at.is_(None), now
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(update(Source).where(Source.id == source_id, condition)
+                                     .values(failure_noticed_at=value))
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def give_back_notice(self, source_id: int, kind: str, noticed_at: datetime | None) -> None:
         with Session(self.engine) as session, session.begin():
             session.execute(update(Source).where(Source.id == source_id).values(
-                last_polled_at=now, last_success_at=now, last_status=304, last_error=None,
-                consecutive_failures=0, next_poll_at=next_poll_at))
+                failure_noticed_at=noticed_at if kind == "recovered" else None))
+
+    def enable_source(self, url: str, now: datetime) -> bool:
+        """Poll a disabled source again, now, with its failure record cleared."""
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(update(Source).where(Source.url == url).values(
+                disabled_at=None, disabled_reason=None, consecutive_failures=0,
+                failing_since=None, failure_noticed_at=None, next_poll_at=now))
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def source_overview(self) -> list[tuple[SourceState, int]]:
+        """Every source feeds.yaml names (disabled ones too) with how many items it has
+        brought."""
+        with Session(self.engine) as session:
+            counts = dict(session.execute(select(Item.source_id, func.count())
+                                          .group_by(Item.source_id)).all())
+            return [(_state(s), counts.get(s.id, 0)) for s in session.scalars(
+                select(Source).where(Source.active.is_(True)).order_by(Source.id))]
 
     # Items ---------------------------------------------------------------------------------
 
@@ -281,7 +402,9 @@ class Store:
     def save_poll(self, source: SourceState, *, new: Sequence[Outgoing],
                   changed: Sequence[Outgoing], status: int, etag: str | None,
                   last_modified: str | None, feed_title: str | None, now: datetime,
-                  next_poll_at: datetime) -> SaveOutcome:
+                  next_poll_at: datetime, body_hash: str | None = None,
+                  item_count: int | None = None,
+                  interval: timedelta | None = None) -> SaveOutcome:
         """Record a successful poll in one transaction: new items, edited items, their alerts
         and the source's state. An item another writer recorded first raises no alert here."""
         inserted = updated = alerts = 0
@@ -316,7 +439,10 @@ class Store:
             values: dict[str, Any] = dict(
                 last_polled_at=now, last_success_at=now, last_status=status, last_error=None,
                 consecutive_failures=0, next_poll_at=next_poll_at, etag=etag,
-                last_modified=last_modified)
+                last_modified=last_modified, failing_since=None, body_hash=body_hash,
+                last_item_count=item_count)
+            if interval is not None:
+                values["current_interval_seconds"] = int(interval.total_seconds())
             if feed_title:
                 values["feed_title"] = feed_title[:300]
             if source.first_polled_at is None:

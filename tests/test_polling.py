@@ -1,0 +1,312 @@
+"""Polling politely and cheaply: adaptive intervals, server hints, per-host limits, source
+health with operator notices, `monitor sources`, skipping unchanged bodies, parsing in a worker
+process, and source leases. Against the local feed server and real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import FeedServer, SlackServer, Workspace, hours_ago, rss
+from monitor.app import App
+from monitor.cadence import Bounds, Hints, after_content, after_nothing_new, failure_backoff, \
+    next_poll, publishing_interval
+from monitor.errors import PermanentFetchError
+from monitor.pipeline import Parsing
+from monitor.settings import load_settings
+from monitor.store import Store
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+BOUNDS = Bounds(timedelta(minutes=5), timedelta(hours=1))
+
+
+# How often a source is polled ----------------------------------------------------------------
+
+def test_an_hourly_feed_is_polled_every_half_hour_a_busy_one_at_the_minimum() -> None:
+    hourly = [NOW - timedelta(hours=h, minutes=10) for h in range(10)]
+    assert publishing_interval(hourly, NOW, BOUNDS) == timedelta(minutes=30)
+    wire = [NOW - timedelta(minutes=2 * m) for m in range(50)]
+    assert publishing_interval(wire, NOW, BOUNDS) == BOUNDS.low
+
+
+def test_a_feed_gone_quiet_is_polled_at_the_maximum_and_undated_feeds_keep_their_interval(
+) -> None:
+    burst_last_month = [NOW - timedelta(days=30, minutes=m) for m in range(20)]
+    assert publishing_interval(burst_last_month, NOW, BOUNDS) == BOUNDS.high
+    assert publishing_interval([None, None, NOW], NOW, BOUNDS) is None
+    # A date in the future (a publisher's clock) is not believed.
+    assert publishing_interval([NOW + timedelta(days=2), NOW], NOW, BOUNDS) is None
+    assert after_content(timedelta(minutes=12), [None], NOW, BOUNDS) == timedelta(minutes=12)
+
+
+def test_nothing_new_lengthens_the_interval_up_to_the_maximum() -> None:
+    assert after_nothing_new(timedelta(minutes=8), BOUNDS) == timedelta(minutes=10)
+    assert after_nothing_new(timedelta(minutes=55), BOUNDS) == BOUNDS.high
+
+
+def test_jitter_spreads_polls_and_never_comes_before_what_the_server_asked() -> None:
+    times = [next_poll(timedelta(minutes=10), NOW) for _ in range(200)]
+    assert min(times) >= NOW + timedelta(minutes=9, seconds=30)
+    assert max(times) <= NOW + timedelta(minutes=10, seconds=30)
+    assert len(set(times)) > 150
+    asked = Hints(ttl=timedelta(minutes=30), max_age=timedelta(minutes=20))
+    hinted = [next_poll(timedelta(minutes=10), NOW, asked, cap=timedelta(hours=1))
+              for _ in range(100)]
+    assert min(hinted) >= NOW + timedelta(minutes=30)
+    # A cache lifetime of a day is capped at the maximum interval.
+    day = Hints(max_age=timedelta(days=1))
+    assert next_poll(timedelta(minutes=10), NOW, day, cap=timedelta(hours=1)) <= \
+        NOW + timedelta(hours=1, minutes=6)
+
+
+def test_failures_back_off_exponentially_and_retry_after_is_honoured() -> None:
+    delays = [failure_backoff(timedelta(minutes=10), n, NOW) - NOW for n in (1, 2, 3, 4)]
+    for n, delay in enumerate(delays):
+        assert timedelta(minutes=10 * 2 ** n) <= delay <= timedelta(minutes=11 * 2 ** n)
+    assert failure_backoff(timedelta(minutes=10), 30, NOW) - NOW <= timedelta(hours=6.6)
+    asked = failure_backoff(timedelta(minutes=1), 1, NOW, retry_after=7200) - NOW
+    assert timedelta(hours=2) <= asked <= timedelta(hours=2.2)
+
+
+# Against the local feed server ---------------------------------------------------------------
+
+def app_for(workspace: Workspace, **env: str) -> App:
+    values = {k.removeprefix("MONITOR_").lower(): v for k, v in
+              {**workspace.env, **env}.items() if k.startswith("MONITOR_")}
+    return App(load_settings(**values))
+
+
+async def poll_once(app: App) -> list:  # type: ignore[type-arg]
+    return await app.poll_due(every_source=True)
+
+
+def source_row(workspace: Workspace, url: str):  # type: ignore[no-untyped-def]
+    store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
+    try:
+        return next(s for s in store.sources(include_disabled=True) if s.url == url)
+    finally:
+        store.close()
+
+
+def dated_items(count: int, every: timedelta) -> list[dict]:
+    return [{"guid": f"g{n}", "title": f"Port story number {n}",
+             "link": f"https://news.example/{n}", "date": hours_ago(0) - every * (n + 1)}
+            for n in range(count)]
+
+
+def test_intervals_adapt_and_follow_ttl_max_age_and_retry_after(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    busy = feeds.set("/busy.xml", rss(dated_items(10, timedelta(minutes=20))))
+    ttl = feeds.set("/ttl.xml", rss(dated_items(10, timedelta(minutes=20)),
+                                    extra="<ttl>45</ttl>"))
+    cached = feeds.set("/cached.xml", rss(dated_items(10, timedelta(minutes=20))),
+                       headers={"Cache-Control": "public, max-age=2400"})
+    limited = feeds.set("/limited.xml", b"slow down", status=429,
+                        headers={"Retry-After": "5400"})
+    unavailable = feeds.set("/down.xml", b"", status=503, headers={"Retry-After": "600"})
+    pinned = feeds.set("/pinned.xml", rss(dated_items(10, timedelta(days=3))))
+    workspace.write_feeds(busy, ttl, cached, limited, unavailable)
+    with (workspace.rules / "feeds.yaml").open("a", encoding="utf-8") as f:
+        f.write(f"  - url: {pinned}\n    name: Pinned\n    interval: 7m\n")
+
+    async def scenario() -> None:
+        app = app_for(workspace)
+        await app.start()
+        try:
+            await poll_once(app)
+        finally:
+            await app.close()
+    started = datetime.now(UTC)
+    asyncio.run(scenario())
+
+    def wait(url: str) -> timedelta:
+        return source_row(workspace, url).next_poll_at - started
+
+    # Items every 20 minutes: polled every 10, give or take the jitter.
+    assert timedelta(minutes=9) <= wait(busy) <= timedelta(minutes=11)
+    assert source_row(workspace, busy).current_interval == timedelta(minutes=10)
+    assert timedelta(minutes=45) <= wait(ttl) <= timedelta(minutes=50)
+    assert timedelta(minutes=40) <= wait(cached) <= timedelta(minutes=45)
+    assert timedelta(minutes=90) <= wait(limited) <= timedelta(minutes=100)
+    assert timedelta(minutes=10) <= wait(unavailable) <= timedelta(minutes=12)
+    # An interval set in feeds.yaml is kept, however rarely the feed publishes.
+    assert timedelta(minutes=6.5) <= wait(pinned) <= timedelta(minutes=7.5)
+    assert source_row(workspace, pinned).current_interval is None
+
+
+def test_fetches_to_one_host_are_limited(workspace: Workspace, feeds: FeedServer) -> None:
+    urls = [feeds.set(f"/slow{n}.xml", rss(dated_items(2, timedelta(hours=1))), delay=0.3)
+            for n in range(8)]
+    workspace.write_feeds(*urls)
+
+    async def scenario() -> None:
+        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="8", MONITOR_FETCH_PER_HOST="2")
+        await app.start()
+        try:
+            await poll_once(app)
+        finally:
+            await app.close()
+    asyncio.run(scenario())
+    assert feeds.hits("/slow0.xml") == 1 and len(feeds.requests) == 8
+    assert feeds.peak == 2
+
+
+def test_a_body_that_has_not_changed_is_not_parsed_again(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    # A server that ignores conditional GET: no ETag, no Last-Modified, 200 every time.
+    url = feeds.set("/same.xml", rss(dated_items(3, timedelta(hours=1))), conditional=False)
+    workspace.write_feeds(url)
+    reads: list[str] = []
+
+    class Counting(Parsing):
+        async def read(self, body: bytes, *, url: str, content_type: str | None):  # type: ignore[no-untyped-def]
+            reads.append(url)
+            return await super().read(body, url=url, content_type=content_type)
+
+    async def scenario() -> None:
+        app = app_for(workspace)
+        await app.start()
+        app.poller.parsing = Counting(0)
+        try:
+            first = await poll_once(app)
+            second = await poll_once(app)
+            assert [r.status for r in first + second] == [200, 200]
+            assert first[0].new == 3 and second[0].new == 0
+            assert len(reads) == 1
+            feeds.set("/same.xml", rss(dated_items(4, timedelta(hours=1))), conditional=False)
+            third = await poll_once(app)
+            assert third[0].new == 1 and len(reads) == 2
+        finally:
+            await app.close()
+    asyncio.run(scenario())
+    assert source_row(workspace, url).last_item_count == 4
+
+
+def test_feeds_are_parsed_in_a_worker_process_which_is_replaced_if_it_dies(
+        feeds: FeedServer) -> None:
+    body = rss(dated_items(3, timedelta(hours=1)), title="Worker feed")
+
+    async def scenario() -> None:
+        parsing = Parsing(1)
+        try:
+            read = await parsing.read(body, url="http://example.org/feed", content_type=None)
+            assert read.feed.title == "Worker feed" and len(read.items) == 3
+            assert read.items[0].title == "Port story number 0"
+            pool = parsing._pool
+            assert pool is not None
+            workers = list(pool._processes.values())  # type: ignore[attr-defined]
+            assert workers and all(w.pid != os.getpid() for w in workers)
+            os.kill(workers[0].pid, signal.SIGKILL)
+            with pytest.raises(PermanentFetchError, match="parser crashed"):
+                await parsing.read(body, url="http://example.org/feed", content_type=None)
+            again = await parsing.read(body, url="http://example.org/feed", content_type=None)
+            assert len(again.items) == 3
+            # A feed that is not one is still a clear error from the worker.
+            with pytest.raises(PermanentFetchError, match="not a feed"):
+                await parsing.read(b"<html><body>hi</body></html>", url="http://example.org/",
+                                   content_type="text/html")
+        finally:
+            parsing.close()
+    asyncio.run(scenario())
+
+
+# Source health --------------------------------------------------------------------------------
+
+def test_a_gone_feed_is_disabled_reported_once_and_can_be_enabled_again(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
+    gone = feeds.set("/gone.xml", b"gone <b>for good</b>", status=410)
+    fine = feeds.set("/fine.xml", rss(dated_items(1, timedelta(hours=30))))
+    workspace.write_feeds(gone, fine)
+    workspace.run("run", "--once", check=True)
+    workspace.run("run", "--once", check=True)
+    assert feeds.hits("/gone.xml") == 1  # not polled again
+    notices = [p for p in slack.received if "Source disabled" in p["text"]]
+    assert len(notices) == 1
+    assert "/gone.xml" in str(notices[0]["blocks"])
+    listing = workspace.run("sources", check=True).stdout
+    line = next(l for l in listing.splitlines() if l.startswith("Feed 0"))
+    assert "disabled" in line and "410" in line
+    assert "ok" in next(l for l in listing.splitlines() if l.startswith("Feed 1"))
+    assert "Feed 1" not in workspace.run("sources", "--failing", check=True).stdout
+    # Fixed at the source: the operator enables it and it is polled again.
+    feeds.set("/gone.xml", rss(dated_items(1, timedelta(hours=30))))
+    assert workspace.run("sources", "enable", gone, check=True).returncode == 0
+    workspace.run("run", "--once", check=True)
+    assert feeds.hits("/gone.xml") == 2
+    assert "disabled" not in workspace.run("sources", check=True).stdout
+    unknown = workspace.run("sources", "enable", "http://nowhere.example/feed")
+    assert unknown.returncode != 0 and "no source" in unknown.stderr
+
+
+def test_a_long_failure_is_reported_once_and_its_recovery_once(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url,
+                         MONITOR_SOURCE_ALERT_AFTER="0.01s")
+    url = feeds.set("/flaky.xml", b"<oops", status=500)
+    workspace.write_feeds(url)
+    for _ in range(3):
+        workspace.run("run", "--once", check=True)
+    failing = [p for p in slack.received if "Source failing" in p["text"]]
+    assert len(failing) == 1
+    assert "HTTP 500" in str(failing[0]["blocks"])
+    row = source_row(workspace, url)
+    assert row.consecutive_failures == 3 and row.failing_since is not None
+    feeds.set("/flaky.xml", rss(dated_items(1, timedelta(hours=30))))
+    workspace.run("run", "--once", check=True)
+    workspace.run("run", "--once", check=True)
+    recovered = [p for p in slack.received if "Source recovered" in p["text"]]
+    assert len(recovered) == 1
+    row = source_row(workspace, url)
+    assert row.failing_since is None and row.failure_noticed_at is None
+    assert row.consecutive_failures == 0
+
+
+def test_a_notice_nobody_could_take_is_tried_again(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url,
+                         MONITOR_SOURCE_ALERT_AFTER="0.01s")
+    workspace.write_feeds(feeds.set("/down.xml", b"", status=502))
+    workspace.run("run", "--once", check=True)  # the first failure starts the streak
+    slack.respond((500, "oops"))
+    workspace.run("run", "--once", check=True)
+    assert len(slack.attempts) == 1 and not slack.received
+    workspace.run("run", "--once", check=True)
+    assert len([p for p in slack.received if "Source failing" in p["text"]]) == 1
+    workspace.run("run", "--once", check=True)
+    assert len(slack.attempts) == 2
+
+
+def test_operator_destinations_must_be_configured() -> None:
+    from monitor.errors import ConfigError
+    with pytest.raises(ConfigError, match="MONITOR_OPERATOR_DESTINATIONS"):
+        load_settings(operator_destinations="pager")
+
+
+# Leases ---------------------------------------------------------------------------------------
+
+def test_a_claimed_source_is_not_due_for_anyone_else_until_its_lease_runs_out(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    one, two = Store.open(url), Store.open(url)
+    try:
+        one.sync_sources([(f"http://a.example/{n}", None, timedelta(minutes=10))
+                          for n in range(5)], NOW)
+        taken = one.claim_due_sources(NOW, lease=timedelta(minutes=1), limit=3)
+        assert [s.url for s in taken] == [f"http://a.example/{n}" for n in range(3)]
+        rest = two.claim_due_sources(NOW, lease=timedelta(minutes=1), limit=10)
+        assert [s.url for s in rest] == ["http://a.example/3", "http://a.example/4"]
+        assert two.claim_due_sources(NOW + timedelta(seconds=59), lease=timedelta(minutes=1),
+                                     limit=10) == []
+        # Nobody recorded a poll: the lease ran out and the sources are due again.
+        again = two.claim_due_sources(NOW + timedelta(seconds=61), lease=timedelta(minutes=1),
+                                      limit=10)
+        assert len(again) == 5
+    finally:
+        one.close()
+        two.close()
