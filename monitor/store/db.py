@@ -31,7 +31,10 @@ def engine_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, reads_only: bool = False) -> Engine:
+    """An engine for `url`. On SQLite its transactions begin `IMMEDIATE` (taking the write
+    lock) unless `reads_only`: an engine for queries, whose transactions take no lock at all in
+    WAL mode and so never queue behind a long write."""
     url = engine_url(url)
     if make_url(url).get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
@@ -53,7 +56,7 @@ def create_db_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
 
     return engine
 

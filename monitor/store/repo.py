@@ -218,8 +218,10 @@ def _label(source: Source, publisher: str | None = None) -> str:
 
 
 class Store:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, reader: Engine | None = None):
         self.engine = engine
+        # Where pure queries on the poll path run (SQLite: without taking the write lock).
+        self.reader = reader or engine
         self.dialect = engine.dialect.name
 
     @classmethod
@@ -227,10 +229,14 @@ class Store:
         engine = create_db_engine(url)
         if migrate_schema:
             migrate(engine)
-        return cls(engine)
+        reader = create_db_engine(url, reads_only=True) if engine.dialect.name == "sqlite" \
+            else None
+        return cls(engine, reader)
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.reader is not self.engine:
+            self.reader.dispose()
 
     def _insert(self, model: type) -> Any:
         if self.dialect == "postgresql":
@@ -385,7 +391,7 @@ class Store:
                 by_key.setdefault(_sha(key), []).append(item.identity)
         hashes = list(by_key)
         found: dict[str, Known] = {}
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             for start in range(0, len(hashes), 500):
                 rows = session.execute(
                     select(ItemKey.key_hash, Item.id, Item.content_hash, Item.matched_rules)
