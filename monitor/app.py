@@ -152,12 +152,14 @@ class App:
         being polled: instances share the work, and no lease is taken long before its poll.
         Delivery is woken as soon as a poll raises alerts."""
         assert self.store is not None
-        batch = self.settings.fetch_concurrency * 4
+        # At most two sources waiting per fetch slot: a source's fetch starts within about one
+        # fetch time (MONITOR_FETCH_TIMEOUT) of its lease, well inside MONITOR_SOURCE_LEASE.
+        slots = self.settings.fetch_concurrency
         running: set[asyncio.Task[PollReport]] = set()
         more = True
         while True:
-            if more and len(running) <= batch:
-                wanted = 2 * batch - len(running)
+            if more and len(running) <= slots:
+                wanted = 2 * slots - len(running)
                 taken = await asyncio.to_thread(self.store.claim_due_sources, utcnow(),
                                                 lease=self.settings.source_lease,
                                                 limit=wanted)

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
                              "MONITOR_EMAIL_TO (or an email destination) must be set too")
         if bool(self.slack_bot_token) != bool(self.slack_channel):
             raise ValueError("MONITOR_SLACK_BOT_TOKEN and MONITOR_SLACK_CHANNEL go together")
+        if self.source_lease <= self.fetch_timeout:
+            raise ValueError("MONITOR_SOURCE_LEASE must be longer than MONITOR_FETCH_TIMEOUT: "
+                             "a source still being fetched would be taken over")
         if self.poll_min_interval > self.poll_max_interval:
             raise ValueError("MONITOR_POLL_MIN_INTERVAL is longer than MONITOR_POLL_MAX_INTERVAL")
         unknown = [n for n in self.operator_destinations

@@ -88,7 +88,8 @@ def setup(workspace: Workspace, slack: SlackServer, database: str) -> Workspace:
         MONITOR_DATABASE_URL=database, MONITOR_LOG_LEVEL="INFO",
         MONITOR_DESTINATIONS__HOOK__TYPE="webhook", MONITOR_DESTINATIONS__HOOK__URL=slack.url,
         MONITOR_POLL_TICK="0.5s", MONITOR_DELIVERY_TICK="0.5s", MONITOR_DELIVERY_LEASE="3s",
-        MONITOR_SOURCE_LEASE=f"{LEASE}s", MONITOR_FETCH_CONCURRENCY="4",
+        MONITOR_SOURCE_LEASE=f"{LEASE}s", MONITOR_FETCH_TIMEOUT="2s",
+        MONITOR_FETCH_CONCURRENCY="4",
         MONITOR_FETCH_PER_HOST="4", MONITOR_PARSE_PROCESSES="0")
     return workspace
 

@@ -282,10 +282,15 @@ def test_a_notice_nobody_could_take_is_tried_again(
     assert len(slack.attempts) == 2
 
 
-def test_operator_destinations_must_be_configured() -> None:
+def test_settings_that_cannot_work_are_refused() -> None:
     from monitor.errors import ConfigError
     with pytest.raises(ConfigError, match="MONITOR_OPERATOR_DESTINATIONS"):
         load_settings(operator_destinations="pager")
+    with pytest.raises(ConfigError, match="MONITOR_SOURCE_LEASE must be longer"):
+        load_settings(source_lease="20s", fetch_timeout="30s")
+    with pytest.raises(ConfigError, match="MONITOR_POLL_MIN_INTERVAL"):
+        load_settings(poll_min_interval="2h", poll_max_interval="1h")
+    assert load_settings(operator_destinations="console").operator_destinations == ["console"]
 
 
 # Leases ---------------------------------------------------------------------------------------
