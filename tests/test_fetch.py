@@ -330,3 +330,13 @@ def test_parse_never_reads_a_path_or_url(tmp_path) -> None:  # noqa: ANN001
     for body in (str(secret).encode(), b"http://127.0.0.1:9/feed.xml"):
         with pytest.raises(PermanentFetchError, match="not a feed"):
             parse_feed(body, url="http://example.org/feed")
+
+
+@pytest.mark.parametrize("header, seconds", [
+    ("max-age=600", 600.0), ("public, max-age=\"120\", must-revalidate", 120.0),
+    ("no-cache, max-age=600", None), ("max-age=600, no-store", None), ("private", None),
+    ("max-age=soon", None), (None, None)])
+def test_cache_control_max_age_is_read_unless_caching_is_refused(
+        feeds: FeedServer, header: str | None, seconds: float | None) -> None:
+    url = feeds.set("/cc.xml", rss([]), headers={"Cache-Control": header} if header else {})
+    assert fetch(url).max_age == seconds
