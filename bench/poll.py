@@ -581,7 +581,7 @@ def summarise(path: Path, top: int = 22) -> str:
     interesting = [(f, n) for f, n in inclusive.most_common()
                    if "monitor/" in f or any(k in f for k in (
                        "feedparser", "sqlalchemy", "httpx", "httpcore", "structlog", "sqlite3",
-                       "chardet", "datasketch", "w3lib", "ahocorasick", "gzip", "zlib"))]
+                       "chardet", "w3lib", "ahocorasick", "gzip", "zlib"))]
     seen_files: collections.Counter[str] = collections.Counter()
     for frame, n in interesting:
         name = frame.split(" (")[-1].rstrip(")")

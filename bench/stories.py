@@ -10,21 +10,40 @@ their publication time), then compares the store's grouping with the labels, pai
 
 It prints both for our grouping and for grouping by canonical link alone (what a feed reader
 does), the items that were split or merged wrongly, and the cost per item (normalise +
-fingerprint + store with story lookup).
+fingerprint + store with story lookup), with the story lookup on its own line.
+
+Two optional checks go beyond the labelled set:
+
+--background DIR   Real feeds (every *.xml under DIR, e.g. ../shared/corpus) replayed around
+                   each labelled day, so that the window also holds unrelated news, as it does in
+                   a real newsroom. Those items carry no labels: they do not count in precision
+                   or recall; what is printed is how many stories mix labelled and background
+                   items (each one a wrong merge: the corpus predates every labelled event).
+--window N         Cost at scale: a separate store is filled with N items inside one 72-hour
+                   window (text recombined from the labelled set and, with --background, the
+                   feeds, so common words are very common), then the labelled items are added
+                   on top. Prints the cost per item while filling and on top of the full
+                   window, and how many candidates a new item was compared with.
 
     python bench/stories.py [--cases tests/data/stories_cases.yaml] [--verbose]
+                            [--background ../shared/corpus] [--window 50000]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
+import random
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import feedparser
 import yaml
 from sqlalchemy import select
 
@@ -49,6 +68,28 @@ def load(path: Path) -> list[dict]:
     return sorted(items, key=lambda i: i["published"])
 
 
+def background(directory: Path, labelled: list[dict]) -> list[dict]:
+    """Every entry of every feed under `directory`, replayed across the 72 hours around each
+    day that has labelled items, one source per feed file."""
+    entries = []
+    for path in sorted(directory.rglob("*.xml")):
+        for entry in feedparser.parse(io.BytesIO(path.read_bytes())).entries:
+            if entry.get("title"):
+                entries.append((path.stem, entry))
+    days: list[datetime] = []
+    for item in labelled:
+        if not days or item["published"] - days[-1] > timedelta(hours=48):
+            days.append(item["published"])
+    items = []
+    for day, start in enumerate(days):
+        for n, (feed, entry) in enumerate(entries):
+            items.append({"story": None, "id": f"background-{day}-{n}", "source": f"~{feed}",
+                          "title": entry.get("title", ""), "summary": entry.get("summary", ""),
+                          "link": None,
+                          "published": start + timedelta(hours=-36 + 72 * n / len(entries))})
+    return items
+
+
 def pairs(groups: dict[str, set[str]]) -> set[tuple[str, str]]:
     return {tuple(sorted(p)) for members in groups.values()
             for p in itertools.combinations(members, 2)}
@@ -61,27 +102,81 @@ def score(predicted: set, truth: set) -> tuple[float, float]:
     return precision, recall
 
 
-def group(items: list[dict]) -> tuple[dict[str, int], float]:
+class Meter:
+    """Time spent choosing stories, and how many candidates each new item was compared with."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.lookups = 0
+        self.candidates: list[int] = []
+
+    @contextmanager
+    def watching(self, store: Store) -> Iterator[None]:
+        story_for, find = store._story_for, getattr(store, "_story_candidates", None)
+
+        def timed_story_for(*args, **kwargs):  # type: ignore[no-untyped-def]
+            started = time.perf_counter()
+            try:
+                return story_for(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+                self.lookups += 1
+
+        def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            found = find(*args, **kwargs)
+            self.candidates.append(len(found))
+            return found
+
+        store._story_for = timed_story_for  # type: ignore[method-assign]
+        if find is not None:
+            store._story_candidates = counted  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del store._story_for
+            if find is not None:
+                del store._story_candidates
+
+    def line(self) -> str:
+        per_item = self.seconds / max(self.lookups, 1) * 1000
+        seen = (f"; candidates per item: mean {sum(self.candidates) / len(self.candidates):.1f},"
+                f" max {max(self.candidates)}" if self.candidates else "")
+        return f"story lookup: {per_item:.2f} ms per item{seen}"
+
+
+def open_store(tmp: str, items: list[dict], start: datetime) -> tuple[Store, dict]:
+    store = Store.open(f"sqlite:///{tmp}/bench.db")
+    outlets = sorted({i["source"] for i in items})
+    store.sync_sources([(f"https://{n}.example/feed", outlet, timedelta(minutes=10))
+                        for n, outlet in enumerate(outlets)], start)
+    return store, {s.name: s for s in store.sources()}
+
+
+def save(store: Store, source, batch: list[dict], now: datetime) -> dict[str, str]:
+    """Store a batch of items from one source; return item identity → bench id."""
+    identity, new = {}, []
+    for i in batch:
+        entry = {"id": i["id"], "title": i["title"], "summary": i["summary"],
+                 "link": i["link"], "published_parsed": i["published"].utctimetuple()}
+        item = normalize_entry(entry)
+        identity[item.identity] = i["id"]
+        new.append(Outgoing(item, (), {}, fingerprint=fingerprint(
+            item.title, item.summary or item.content, item.publisher)))
+    store.save_poll(source, new=new, changed=[], status=200, etag=None, last_modified=None,
+                    feed_title=None, now=now, next_poll_at=now)
+    return identity
+
+
+def group(items: list[dict], meter: Meter) -> tuple[dict[str, int], float]:
     """Run the items through normalisation and the store; return item id → story id."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store.open(f"sqlite:///{tmp}/bench.db")
-        outlets = sorted({i["source"] for i in items})
         start = min(i["published"] for i in items) - timedelta(days=1)
-        store.sync_sources([(f"https://{n}.example/feed", outlet, timedelta(minutes=10))
-                            for n, outlet in enumerate(outlets)], start)
-        by_outlet = {s.name: s for s in store.sources()}
+        store, by_outlet = open_store(tmp, items, start)
         identity: dict[str, str] = {}
         started = time.perf_counter()
-        for i in items:
-            entry = {"id": i["id"], "title": i["title"], "summary": i["summary"],
-                     "link": i["link"], "published_parsed": i["published"].utctimetuple()}
-            item = normalize_entry(entry)
-            identity[item.identity] = i["id"]
-            out = Outgoing(item, (), {}, fingerprint=fingerprint(
-                item.title, item.summary or item.content, item.publisher))
-            store.save_poll(by_outlet[i["source"]], new=[out], changed=[], status=200,
-                            etag=None, last_modified=None, feed_title=None,
-                            now=i["published"], next_poll_at=i["published"])
+        with meter.watching(store):
+            for i in items:
+                identity.update(save(store, by_outlet[i["source"]], [i], i["published"]))
         elapsed = time.perf_counter() - started
         with store.engine.connect() as conn:
             stories = {identity[row.identity]: row.story_id
@@ -90,39 +185,92 @@ def group(items: list[dict]) -> tuple[dict[str, int], float]:
     return stories, elapsed
 
 
+def at_scale(size: int, labelled: list[dict], extra: list[dict]) -> None:
+    """Fill one 72-hour window with `size` items, then add the labelled items on top."""
+    rng = random.Random(20241114)
+    texts = [(i["title"], i["summary"]) for i in labelled + extra if i["title"]]
+    end = datetime.fromisoformat("2030-01-04T00:00:00+00:00")
+    start = end - timedelta(hours=71)
+    fill = []
+    for n in range(size):
+        (title, _), (other, lead) = rng.sample(texts, 2)
+        words = title.split()
+        cut = rng.randrange(1, max(len(words), 2))
+        fill.append({"id": f"fill-{n}", "source": f"feed-{n % 1000}", "link": None,
+                     "title": f"{' '.join(words[:cut])} {' '.join(other.split()[cut:])} {n}",
+                     "summary": lead, "published": start + timedelta(hours=70 * n / size)})
+    probe = [dict(i, id=f"probe-{n}", published=end + timedelta(minutes=n))
+             for n, i in enumerate(labelled)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store, by_outlet = open_store(tmp, fill + probe, start)
+        filling = Meter()
+        started = time.perf_counter()
+        with filling.watching(store):
+            for n in range(0, size, 100):  # a poll brings about a hundred items
+                batch = fill[n:n + 100]
+                save(store, by_outlet[batch[0]["source"]], batch, batch[-1]["published"])
+        fill_seconds = time.perf_counter() - started
+        on_top = Meter()
+        started = time.perf_counter()
+        with on_top.watching(store):
+            for i in probe:
+                save(store, by_outlet[i["source"]], [i], i["published"])
+        probe_seconds = time.perf_counter() - started
+        store.close()
+    print(f"at scale: filling a 72-hour window with {size} items: "
+          f"{fill_seconds / size * 1000:.2f} ms per item; {filling.line()}")
+    print(f"at scale: {len(probe)} more items on top of the full window: "
+          f"{probe_seconds / len(probe) * 1000:.2f} ms per item; {on_top.line()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=Path,
                         default=HERE.parent / "tests" / "data" / "stories_cases.yaml")
     parser.add_argument("--verbose", action="store_true", help="list every wrong pair")
+    parser.add_argument("--background", type=Path, metavar="DIR",
+                        help="replay the feeds under DIR as unlabelled traffic")
+    parser.add_argument("--window", type=int, metavar="N",
+                        help="also measure the cost with N items in the window")
     args = parser.parse_args()
-    items = load(args.cases)
+    labelled = load(args.cases)
+    extra = background(args.background, labelled) if args.background else []
+    items = sorted(labelled + extra, key=lambda i: i["published"])
     truth_groups: dict[str, set[str]] = defaultdict(set)
-    for i in items:
+    for i in labelled:
         truth_groups[i["story"]].add(i["id"])
     truth = pairs(truth_groups)
 
-    stories, elapsed = group(items)
+    meter = Meter()
+    stories, elapsed = group(items, meter)
     predicted_groups: dict[str, set[str]] = defaultdict(set)
     for item_id, story_id in stories.items():
         predicted_groups[str(story_id)].add(item_id)
-    predicted = pairs(predicted_groups)
+    mixed = sum(1 for members in predicted_groups.values()
+                if any(m.startswith("background-") for m in members)
+                and not all(m.startswith("background-") for m in members))
+    labelled_ids = {i["id"] for i in labelled}
+    predicted = pairs({k: v & labelled_ids for k, v in predicted_groups.items()})
 
     link_groups: dict[str, set[str]] = defaultdict(set)
-    for i in items:
+    for i in labelled:
         link_groups[canonical_url(i["link"]) or i["id"]].add(i["id"])
 
     precision, recall = score(predicted, truth)
     link_p, link_r = score(pairs(link_groups), truth)
-    print(f"labelled set: {len(truth_groups)} stories, {len(items)} items, "
+    print(f"labelled set: {len(truth_groups)} stories, {len(labelled)} items, "
           f"{len(truth)} same-story pairs")
     print(f"monitor grouping:        precision {precision:.3f}  recall {recall:.3f}  "
-          f"({len(predicted_groups)} stories)")
+          f"({len({stories[i] for i in labelled_ids})} stories)")
     print(f"canonical link only:     precision {link_p:.3f}  recall {link_r:.3f}  "
           f"({len(link_groups)} stories)")
     print(f"cost: {elapsed / len(items) * 1000:.2f} ms per item "
           f"(normalise, fingerprint, store with story lookup; SQLite)")
-    by_id = {i["id"]: i for i in items}
+    print(meter.line())
+    if extra:
+        print(f"background: {len(extra)} unlabelled items replayed around the labelled ones; "
+              f"stories mixing labelled and background items: {mixed}")
+    by_id = {i["id"]: i for i in labelled}
     wrong_merges = predicted - truth
     missed = truth - predicted
     print(f"wrongly merged pairs: {len(wrong_merges)}; missed pairs: {len(missed)}")
@@ -130,6 +278,8 @@ def main() -> None:
         for label, found in (("MERGED", wrong_merges), ("MISSED", missed)):
             for a, b in sorted(found):
                 print(f"  {label}: {by_id[a]['title']!r}\n          {by_id[b]['title']!r}")
+    if args.window:
+        at_scale(args.window, labelled, extra)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
 from conftest import FeedServer, SlackServer, Workspace, hours_ago, rss
-from monitor.stories import clean_title, compatible, fingerprint, similarity
+from monitor import stories
+from monitor.normalize import normalize_entry
+from monitor.store import Outgoing, Store
+from monitor.stories import (Candidate, Fingerprint, best_match, clean_title, compatible,
+                             fingerprint, language, similarity, strip_dateline)
 
 WIRE_TITLE = "Cosco Shipping opens Chancay megaport as Peru courts Chinese trade"
 WIRE_LEAD = ("China's Cosco Shipping inaugurated the $3.5 billion Chancay megaport north of "
@@ -148,11 +158,239 @@ def test_fingerprints() -> None:
 
 
 def test_short_headlines_need_more_in_common() -> None:
-    from monitor.stories import Candidate, best_match
-
     lithium = fingerprint("Peru bets on lithium exports", "")
     mines = fingerprint("Lithium mines in Peru expand", "")
     assert lithium is not None and mines is not None
     assert best_match(mines, [Candidate(1, lithium)]) is None
     again = fingerprint("UPDATE 1-Peru bets on lithium exports - Outlet", "")
-    assert again is not None and best_match(again, [Candidate(1, lithium)]) == 1
+    match = best_match(again, [Candidate(1, lithium)]) if again is not None else None
+    assert match is not None and match.story_id == 1
+
+
+def print_of(title: str, lead: str = "") -> Fingerprint:
+    found = fingerprint(title, lead)
+    assert found is not None
+    return found
+
+
+def test_clean_title_drops_a_bracketed_chinese_prefix() -> None:
+    assert clean_title("【视频】神舟十九号载人飞船发射取得圆满成功") == "神舟十九号载人飞船发射取得圆满成功"
+
+
+def test_datelines_name_the_agency_not_the_event() -> None:
+    for dateline in ("LIMA, Nov 14 (Reuters) - ", "LIMA, Nov. 14 (Xinhua) -- ",
+                     "Lima, 14 nov (EFE).- ", "BOCA CHICA, Texas (AP) — ", "LIMA, Peru – ",
+                     "(Reuters) - ", "新华社利马11月14日电 ", "（中央社華盛頓12日綜合外電報導）"):
+        assert strip_dateline(dateline + "China and Peru signed") == "China and Peru signed"
+    for lead in ("Peru's copper production fell 1.2% in September - the ministry said.",
+                 "A vast new port at Chancay, 80km north of Lima (Peru), has opened."):
+        assert strip_dateline(lead) == lead
+
+
+def test_the_language_is_told_from_the_script_and_function_words() -> None:
+    assert language("Peru and China upgrade trade pact as Xi visits Lima\nPeru and China "
+                    "signed an updated free trade deal on Thursday.") == "en"
+    assert language("Perú y China actualizan su TLC durante la visita de Estado de Xi Jinping"
+                    "\nPerú y China firmaron este jueves la actualización de su tratado.") == "es"
+    assert language("中国与秘鲁签署自由贸易协定升级议定书") == "zh-hans"
+    assert language("美南方司令部司令：中企秘魯錢凱港恐供解放軍海軍使用") == "zh-hant"
+    assert language("Chancay") == ""  # too little to tell
+    # A Chinese name in English text leaves it English.
+    assert language("Foreign Minister Qin Gang (秦刚) said on Sunday the talks with the "
+                    "secretary of state were candid.") == "en"
+
+
+def test_chinese_of_undecided_script_can_be_either() -> None:
+    simplified = print_of("国家统计局：10月份CPI同比上涨0.3%",
+                          "国家统计局9日发布数据，10月份全国居民消费价格指数同比上涨0.3%。")
+    undecided = print_of("10月CPI同比上涨0.3%，PPI同比下降2.9%")
+    assert (simplified.lang, undecided.lang) == ("zh-hans", "zh")
+    assert compatible(simplified, undecided)
+    match = best_match(undecided, [Candidate(1, simplified)])
+    assert match is not None and match.story_id == 1
+
+
+def test_the_same_event_in_two_languages_is_two_stories() -> None:
+    english = print_of("China's Xi inaugurates Peru megaport",
+                       "Chinese President Xi Jinping and Peruvian President Dina Boluarte on "
+                       "Thursday inaugurated the Chancay deep-water port.")
+    spanish = print_of("Xi Jinping y Dina Boluarte inauguran el megapuerto de Chancay",
+                       "Los presidentes de China, Xi Jinping, y de Perú, Dina Boluarte, "
+                       "inauguraron este jueves el puerto de Chancay.")
+    assert not compatible(english, spanish)
+
+
+def test_figures_agree_to_the_precision_of_the_less_precise() -> None:
+    lead = "Peru's copper production fell 1.2% in September from a year earlier."
+    assert compatible(print_of("Peru copper output edges down 1.2% in September", lead),
+                      print_of("Peru copper output edges down 1% in September", lead))
+    # A trailing zero claims no precision: agencies' 7.0 and 7,2 are the same quake.
+    lead = "Un sismo se registró frente a la costa sur, informó el instituto."
+    assert compatible(print_of("Sismo de magnitud 7.0 sacude Arequipa", lead),
+                      print_of("Terremoto de magnitud 7,2 frente a la costa sur", lead))
+    lead = "Consumer prices rose from a year earlier, the statistics bureau said."
+    assert not compatible(print_of("China's October CPI rises 0.3% year on year", lead),
+                          print_of("China's November CPI rises 0.2% year on year", lead))
+
+
+def test_reports_dated_days_apart_or_on_other_weekdays_are_other_news() -> None:
+    error = print_of("Peru to 'correct error' that gave Cosco exclusivity over Chancay",
+                     "LIMA, March 22 (Reuters) - Peru's port authority said on Friday it "
+                     "wants to fix an administrative error that gave Cosco exclusive rights.")
+    reaction = print_of("Cosco evaluating impact of Peru move on Chancay exclusivity",
+                        "LIMA, March 25 (Reuters) - Cosco Shipping said on Monday it was "
+                        "evaluating the impact of the move to annul its exclusive rights.")
+    assert not compatible(error, reaction)
+    undated = print_of("Peru moves to strip Cosco of exclusive operator status at Chancay",
+                       "Peru's port authority says it never had the power to grant Cosco "
+                       "exclusive rights at the Chancay terminal.")
+    assert compatible(error, undated)
+    # A date weeks away is about something else: the inauguration to come.
+    won = print_of("Javier Milei gana el balotaje en Argentina",
+                   "Buenos Aires, 19 nov (EFE).- Javier Milei ganó este domingo la segunda "
+                   "vuelta frente a Sergio Massa.")
+    sweeps = print_of("Milei arrasa a Massa y llega a la Casa Rosada",
+                      "Milei se impuso en la segunda vuelta y gobernará desde el 10 de "
+                      "diciembre.")
+    assert compatible(won, sweeps)
+
+
+def test_template_headlines_with_another_filling_are_other_news() -> None:
+    lead = "The commander of U.S. Southern Command met senior government leaders."
+    peru = print_of("SOUTHCOM commander meets with senior leaders in Peru", lead)
+    chile = print_of("SOUTHCOM commander meets with senior leaders in Chile", lead)
+    assert not compatible(peru, chile)
+    space = print_of("Perú y China firman memorando de cooperación en el uso pacífico del espacio",
+                     "Perú y China suscribieron un memorando para cooperar en satélites.")
+    trade = print_of("Perú y China firman protocolo de optimización del Tratado de Libre "
+                     "Comercio", "Perú y China suscribieron el protocolo que optimiza el TLC.")
+    assert not compatible(space, trade)
+    # One ordinary word changed in an otherwise equal headline is an edit, not a template.
+    lead = "China's Cosco Shipping is evaluating the impact of Peru's lawsuit."
+    assert compatible(
+        print_of("China's Cosco Shipping evaluating impact of Peru lawsuit on megaport "
+                 "exclusivity", lead),
+        print_of("China's Cosco Shipping evaluating impact of Peru lawsuit on megaport "
+                 "development", lead))
+
+
+def test_chinese_reworded_headlines_meet_through_bigrams() -> None:
+    landing = print_of("嫦娥六号返回器携带来自月背的月球样品安全着陆",
+                       "6月25日14时07分，嫦娥六号返回器携带来自月球背面的月球样品准确着陆。")
+    first = print_of("人类首次！月球背面样品回到地球",
+                     "历时53天，嫦娥六号完成世界首次月球背面采样返回，返回器平稳落地。")
+    other = print_of("神舟十九号载人飞船发射取得圆满成功",
+                     "神舟十九号载人飞船在酒泉卫星发射中心发射，发射取得圆满成功。")
+    assert similarity(first, landing) > stories.THRESHOLD > similarity(first, other)
+
+
+def test_rare_words_outweigh_the_people_every_story_shares() -> None:
+    """Same day, same presidents, same palace: the port opening and the trade protocol."""
+    port = print_of("China's Xi inaugurates Peru megaport as Beijing extends reach",
+                    "Chinese President Xi Jinping and Peruvian President Dina Boluarte on "
+                    "Thursday inaugurated the Chancay deep-water port, a project controlled "
+                    "by state-owned Cosco Shipping.")
+    trade = print_of("China, Peru sign protocol to upgrade free trade agreement",
+                     "China and Peru on Thursday signed a protocol to upgrade their free "
+                     "trade agreement, witnessed by Chinese President Xi Jinping and Peruvian "
+                     "President Dina Boluarte.")
+    copy = print_of("Xi opens Chinese-funded megaport in Peru",
+                    "Chinese leader Xi Jinping and Peru's President Dina Boluarte on Thursday "
+                    "opened a deep-water port north of Lima built with Chinese money.")
+    match = best_match(copy, [Candidate(1, port), Candidate(2, trade)])
+    assert match is not None and match.story_id == 1
+
+
+def test_a_follow_up_days_later_must_be_a_near_duplicate() -> None:
+    first = print_of("Blinken holds talks with China's foreign minister in Beijing",
+                     "Antony Blinken met Chinese Foreign Minister Qin Gang for seven hours.")
+    reworded = print_of("Blinken and Qin agree to keep talking after Beijing meeting",
+                        "The top diplomats of the United States and China held talks with "
+                        "Qin Gang in Beijing for seven hours.")
+    soon = stories.REWORDED_WITHIN - timedelta(hours=1)
+    late = stories.REWORDED_WITHIN + timedelta(hours=1)
+    assert stories.THRESHOLD <= similarity(reworded, first) < stories.NEAR
+    assert best_match(reworded, [Candidate(1, first, soon)]) is not None
+    assert best_match(reworded, [Candidate(1, first, late)]) is None
+    assert best_match(first, [Candidate(1, first, late)]) is not None  # a copy still joins
+
+
+def test_a_feed_does_not_rewrite_its_own_story() -> None:
+    """A second, different article from the same outlet is another story unless it is a
+    near-duplicate (an update)."""
+    first = print_of("Blinken holds talks with China's foreign minister in Beijing",
+                     "Antony Blinken met Chinese Foreign Minister Qin Gang for seven hours.")
+    reworded = print_of("Blinken and Qin agree to keep talking after Beijing meeting",
+                        "The top diplomats of the United States and China held talks with "
+                        "Qin Gang in Beijing for seven hours.")
+    assert best_match(reworded, [Candidate(1, first, same_outlet=True)]) is None
+    update = print_of("UPDATE 1-Blinken holds talks with China's foreign minister in Beijing",
+                      "Antony Blinken met Chinese Foreign Minister Qin Gang for seven hours.")
+    match = best_match(update, [Candidate(1, first, same_outlet=True)])
+    assert match is not None and not match.weak
+
+
+def test_an_item_that_joined_on_weak_evidence_cannot_pull_another_in_alone() -> None:
+    first = print_of("Blinken holds talks with China's foreign minister in Beijing",
+                     "Antony Blinken met Chinese Foreign Minister Qin Gang for seven hours.")
+    reworded = print_of("Blinken and Qin agree to keep talking after Beijing meeting",
+                        "The top diplomats of the United States and China held talks with "
+                        "Qin Gang in Beijing for seven hours.")
+    match = best_match(reworded, [Candidate(1, first)])
+    assert match is not None and match.weak == (match.score < stories.STRONG)
+    reworded.weak = True
+    follower = print_of("Blinken and Qin agree to keep talking",
+                        "The top diplomats of the United States and China held talks with "
+                        "Qin Gang in Beijing for seven hours.")
+    assert best_match(follower, [Candidate(1, reworded)]) is not None  # strong on its own
+    loose = print_of("Qin accepts invitation to Washington after Beijing talks",
+                     "The top diplomats held talks in Beijing and Qin Gang will visit "
+                     "Washington, officials said.")
+    score = similarity(loose, reworded)
+    assert stories.THRESHOLD <= score < stories.STRONG
+    assert best_match(loose, [Candidate(1, reworded)]) is None
+    reworded.weak = False
+    assert best_match(loose, [Candidate(1, reworded)]) is not None
+
+
+def test_signatures_round_trip_and_old_ones_are_ignored() -> None:
+    original = print_of(WIRE_TITLE, WIRE_LEAD)
+    original.weak = True
+    stored = Fingerprint.stored(original.text, original.signature)
+    assert stored is not None and stored.weak and stored.lang == original.lang == "en"
+    assert (stored.title_features == original.title_features).all()
+    assert (stored.lead_features == original.lead_features).all()
+    assert similarity(stored, original) == pytest.approx(1.0)
+    # A MinHash signature from before: 128 uint32 values, no version byte.
+    assert Fingerprint.stored(original.text, bytes(range(256)) * 2) is None
+
+
+def test_story_lookup_stays_bounded_however_many_items_share_words(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'bounded.db'}")
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    store.sync_sources([("https://a.example/feed", "A", timedelta(minutes=10)),
+                        ("https://b.example/feed", "B", timedelta(minutes=10))], now)
+    by_name = {source.name: source for source in store.sources()}
+
+    def outgoing(n: int, title: str) -> Outgoing:
+        item = normalize_entry({"id": f"i{n}", "title": title, "summary": WIRE_LEAD,
+                                "link": f"https://a.example/{n}"})
+        return Outgoing(item, (), {}, fingerprint=fingerprint(item.title, item.summary))
+
+    batch = [outgoing(n, f"{WIRE_TITLE} {n}") for n in range(stories.CANDIDATES + 20)]
+    store.save_poll(by_name["A"], new=batch, changed=[], status=200, etag=None,
+                    last_modified=None, feed_title=None, now=now, next_poll_at=now)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT COUNT(*) FROM item_bands").scalar()
+    assert rows == sum(len(out.fingerprint.keys) for out in batch if out.fingerprint)
+    new = outgoing(len(batch), WIRE_TITLE)
+    with Session(store.engine) as session:
+        found = store._story_candidates(session, by_name["B"], new, now + timedelta(hours=1))
+        assert len(found) == stories.CANDIDATES  # all share its words; the cap holds
+        assert not any(c.same_outlet for c in found)
+        assert all(c.same_outlet for c in store._story_candidates(session, by_name["A"], new,
+                                                                  now))
+        # Outside the window nothing is a candidate.
+        assert store._story_candidates(session, by_name["B"], new,
+                                       now + stories.WINDOW + timedelta(minutes=1)) == []
+    store.close()

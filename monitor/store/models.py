@@ -105,7 +105,8 @@ class Item(Base):
     # sha256 of the canonical link: items sharing it are one story, whatever their source.
     link_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     publisher: Mapped[str | None] = mapped_column(String(300))
-    # MinHash signature of the cleaned title and lead (monitor.stories), and that text.
+    # The story fingerprint of the cleaned title and lead (monitor.stories: features, indexed
+    # words, language), and that text.
     fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary)
     story_text: Mapped[str | None] = mapped_column(Text)
     # Rule ids this item matched when last evaluated; NULL when it was recorded quietly (older
@@ -126,8 +127,9 @@ class ItemKey(Base):
 
 
 class ItemBand(Base):
-    """Locality-sensitive-hashing bands of an item's fingerprint: items sharing a band are
-    candidates for being the same story."""
+    """The words (as 64-bit keys) an item's story is looked up by: recent items sharing
+    several of them are candidates for being the same story (monitor.stories). The column keeps
+    its first name, `band`, from when the keys were MinHash bands."""
 
     __tablename__ = "item_bands"
     __table_args__ = (Index("ix_item_bands_band", "band", "created_at"),)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, and_, case, func, or_, select, text, update
+from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -474,7 +474,8 @@ class Store:
     def _story_for(self, session: Session, source: SourceState, out: Outgoing,
                    now: datetime) -> int:
         """The story a new item belongs to: the one already holding its canonical link, else
-        the most similar recent one, else a new story."""
+        the one its recent look-alikes belong to (as `monitor.stories` judges), else a new
+        story."""
         digest = link_hash(out.item)
         if digest is not None:
             story_id = session.execute(select(Item.story_id).where(Item.link_hash == digest)
@@ -482,35 +483,74 @@ class Store:
             if story_id is not None:
                 return story_id
         if out.fingerprint is not None:
-            rows = session.execute(
-                select(Item.story_id, Item.fingerprint, Item.story_text).distinct()
-                .join(ItemBand, ItemBand.item_id == Item.id)
-                .where(ItemBand.band.in_(stories.bands(out.fingerprint)),
-                       ItemBand.created_at >= now - stories.WINDOW))
-            story_id = stories.best_match(out.fingerprint, (
-                stories.Candidate(row.story_id, stories.Fingerprint.stored(row.story_text or "",
-                                                                           row.fingerprint))
-                for row in rows if row.fingerprint))
-            if story_id is not None:
-                return story_id
+            match = stories.best_match(out.fingerprint,
+                                       self._story_candidates(session, source, out, now))
+            if match is not None:
+                out.fingerprint.weak = match.weak  # kept with the item's signature
+                return match.story_id
         key = _sha(f"url:{out.item.canonical_url}" if digest else
                    f"item:{source.id}:{out.item.identity}")
         session.execute(self._insert(Story).values(key=key, created_at=now)
                         .on_conflict_do_nothing(index_elements=["key"]))
         return session.execute(select(Story.id).where(Story.key == key)).scalar_one()
 
+    def _story_candidates(self, session: Session, source: SourceState, out: Outgoing,
+                          now: datetime) -> list[stories.Candidate]:
+        """Recent items sharing at least `MIN_SHARED_KEYS` indexed words with the new item,
+        those sharing most first, at most `CANDIDATES` of them. Each word contributes only its
+        `POSTINGS_PER_KEY` most recent items, so however full the window, a common word costs
+        no more than a rare one and the work per new item stays bounded."""
+        assert out.fingerprint is not None
+        # Always KEYS words, padded with one no item has, so that one statement serves all.
+        keys = [*out.fingerprint.keys,
+                *[stories.NO_KEY] * (stories.KEYS - len(out.fingerprint.keys))]
+        params: dict[str, Any] = {f"k{n}": key for n, key in enumerate(keys)}
+        rows = session.execute(self._candidate_query(), dict(params, since=now - stories.WINDOW))
+        candidates = []
+        for row in rows:
+            stored = Fingerprint.stored(row.story_text or "", row.fingerprint or b"")
+            if stored is not None:
+                candidates.append(stories.Candidate(
+                    row.story_id, stored, now - row.first_seen_at,
+                    same_outlet=row.source_id == source.id
+                    and (row.publisher or "") == (out.item.publisher or "")))
+        return candidates
+
+    _candidate_statement: Any = None  # built once: SQLAlchemy then caches its compiled form
+
+    @classmethod
+    def _candidate_query(cls) -> Any:
+        if cls._candidate_statement is None:
+            since = bindparam("since", type_=ItemBand.created_at.type)
+            per_key = [select(ItemBand.item_id)
+                       .where(ItemBand.band == bindparam(f"k{n}"), ItemBand.created_at >= since)
+                       .order_by(ItemBand.created_at.desc()).limit(stories.POSTINGS_PER_KEY)
+                       .subquery() for n in range(stories.KEYS)]
+            postings = select(per_key[0].c.item_id).union_all(
+                *(select(sub.c.item_id) for sub in per_key[1:])).subquery()
+            shared = (select(postings.c.item_id).group_by(postings.c.item_id)
+                      .having(func.count() >= stories.MIN_SHARED_KEYS)
+                      .order_by(func.count().desc(), postings.c.item_id.desc())
+                      .limit(stories.CANDIDATES).subquery())
+            cls._candidate_statement = (
+                select(Item.story_id, Item.fingerprint, Item.story_text, Item.first_seen_at,
+                       Item.source_id, Item.publisher)
+                .join(shared, shared.c.item_id == Item.id).order_by(Item.id))
+        return cls._candidate_statement
+
     def _remember(self, session: Session, source_id: int, item_id: int, out: Outgoing,
                   now: datetime, *, bands: bool = True) -> None:
-        """Record the item's keys (and, when new, its bands) for later recognition."""
+        """Record the item's keys (and, when new, the words its story is found by) for later
+        recognition."""
         keys = [{"source_id": source_id, "key_hash": _sha(k), "item_id": item_id}
                 for k in out.item.keys]
         if keys:
             session.execute(self._insert(ItemKey).values(keys).on_conflict_do_nothing(
                 index_elements=["source_id", "key_hash"]))
         if bands and out.fingerprint is not None:
-            session.execute(self._insert(ItemBand).values([
-                {"item_id": item_id, "band": band, "created_at": now}
-                for band in stories.bands(out.fingerprint)]).on_conflict_do_nothing())
+            session.execute(self._insert(ItemBand.__table__).on_conflict_do_nothing(), [
+                {"item_id": item_id, "band": key, "created_at": now}
+                for key in out.fingerprint.keys])
 
     def _enqueue(self, session: Session, story_id: int, item_id: int,
                  alerts: dict[str, Planned], now: datetime) -> int:
