@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.dispatch import DeliveryReport, Dispatcher
@@ -33,6 +32,7 @@ class App:
         self.store: Store | None = None
         self.fetcher: Fetcher | None = None
         self.parsing: Parsing | None = None
+        self.stopping = False  # set on SIGTERM/SIGINT: finish what is under way, take no more
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
         self._reloading = asyncio.Lock()
@@ -141,38 +141,48 @@ class App:
         if every_source:
             sources = await asyncio.to_thread(self.store.sources)
             return await self.poller.poll(sources)
-        reports: list[PollReport] = []
-        async for report in self._claimed():
-            reports.append(report)
+        reports = await self._poll_claimed()
         await self.poller.flush()
         return reports
 
-    async def _claimed(self) -> AsyncIterator[PollReport]:
+    async def _poll_claimed(self) -> list[PollReport]:
         """Due sources, leased from the store a batch at a time while earlier ones are still
         being polled: instances share the work, and no lease is taken long before its poll.
-        Delivery is woken as soon as a poll raises alerts."""
+        Delivery is woken as soon as a poll raises alerts. Once the daemon is stopping no more
+        are taken, and sources taken but not polled (the tick was cancelled) are given back."""
         assert self.store is not None
         # At most two sources waiting per fetch slot: a source's fetch starts within about one
         # fetch time (MONITOR_FETCH_TIMEOUT) of its lease, well inside MONITOR_SOURCE_LEASE.
         slots = self.settings.fetch_concurrency
-        running: set[asyncio.Task[PollReport]] = set()
+        running: dict[asyncio.Task[PollReport], int] = {}
+        reports: list[PollReport] = []
         more = True
-        while True:
-            if more and len(running) <= slots:
-                wanted = 2 * slots - len(running)
-                taken = await asyncio.to_thread(self.store.claim_due_sources, utcnow(),
-                                                lease=self.settings.source_lease,
-                                                limit=wanted)
-                more = len(taken) == wanted
-                running |= {asyncio.create_task(self.poller.poll_source(s)) for s in taken}
-            if not running:
-                return
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                report = task.result()
-                if report.alerts and getattr(self, "scheduler", None) is not None:
-                    self.scheduler.modify_job("deliver", next_run_time=utcnow())
-                yield report
+        try:
+            while True:
+                if more and not self.stopping and len(running) <= slots:
+                    wanted = 2 * slots - len(running)
+                    taken = await asyncio.to_thread(self.store.claim_due_sources, utcnow(),
+                                                    lease=self.settings.source_lease,
+                                                    limit=wanted)
+                    more = len(taken) == wanted
+                    running.update({asyncio.create_task(self.poller.poll_source(s)): s.id
+                                    for s in taken})
+                if not running:
+                    return reports
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    del running[task]
+                    reports.append(task.result())
+                    if reports[-1].alerts and getattr(self, "scheduler", None) is not None:
+                        self.scheduler.modify_job("deliver", next_run_time=utcnow())
+        finally:
+            if running:
+                for task in running:
+                    task.cancel()
+                await asyncio.wait(running)
+                await asyncio.to_thread(self.store.release_sources, list(running.values()),
+                                        utcnow())
+                log.info("sources given back unpolled", sources=len(running))
 
     async def tell_operator(self, source: SourceState, kind: str, detail: str) -> None:
         """One message per failure streak, and one when it ends, to the operator's
@@ -280,6 +290,7 @@ class App:
         self.scheduler.start()
         try:
             await stop.wait()
+            self.stopping = True
             log.info("stopping", inflight=len(self._inflight))
             # Pause, not shut down: shutting APScheduler's asyncio executor down cancels the
             # ticks that are running, and they should finish.

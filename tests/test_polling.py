@@ -315,3 +315,32 @@ def test_a_claimed_source_is_not_due_for_anyone_else_until_its_lease_runs_out(
     finally:
         one.close()
         two.close()
+
+
+def test_sources_taken_but_not_polled_are_given_back_when_the_tick_is_cancelled(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    slow = [feeds.set(f"/hang{n}.xml", rss(dated_items(1, timedelta(hours=1))), delay=5)
+            for n in range(6)]
+    workspace.write_feeds(*slow)
+
+    async def scenario() -> None:
+        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="2", MONITOR_FETCH_PER_HOST="2")
+        await app.start()
+        try:
+            tick = asyncio.create_task(app.poll_due())
+            while len(feeds.requests) < 2:
+                await asyncio.sleep(0.05)
+            assert app.store is not None
+            leased = [s for s in app.store.sources() if s.next_poll_at > datetime.now(UTC)]
+            assert len(leased) == 4  # two being fetched, two waiting for a slot
+            tick.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await tick
+            now = datetime.now(UTC)
+            assert all(s.next_poll_at <= now for s in app.store.sources())
+            # And a daemon that is stopping takes no more.
+            app.stopping = True
+            assert await app.poll_due() == []
+        finally:
+            await app.close()
+    asyncio.run(scenario())

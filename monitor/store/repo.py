@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, text, update
+from sqlalchemy import Engine, Integer, and_, bindparam, case, func, or_, select, text, \
+    update
 from sqlalchemy.orm import aliased
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -317,6 +318,14 @@ class Store:
                                 .execution_options(synchronize_session=False))
             return taken
 
+    def release_sources(self, source_ids: Sequence[int], now: datetime) -> None:
+        """Give back sources taken but not polled: due again now, for any instance."""
+        if source_ids:
+            with Session(self.engine) as session, session.begin():
+                session.execute(update(Source).where(Source.id.in_(list(source_ids)),
+                                                     Source.next_poll_at > now)
+                                .values(next_poll_at=now))
+
     def record_failure(self, source_id: int, *, status: int | None, error: str,
                        now: datetime, next_poll_at: datetime,
                        disable: bool = False) -> None:
@@ -331,18 +340,23 @@ class Store:
             session.execute(update(Source).where(Source.id == source_id).values(**values))
 
     def record_unchanged(self, polls: Sequence[Unchanged], now: datetime) -> None:
-        """Successful polls that brought nothing new, in one transaction (a quiet cycle over
-        a thousand sources is one write, not a thousand)."""
+        """Successful polls that brought nothing new, in one transaction and one statement
+        run for each (a quiet cycle over a thousand sources is one write, not a thousand)."""
         if not polls:
             return
-        with Session(self.engine) as session, session.begin():
-            session.execute(update(Source), [
-                dict(id=p.source_id, last_polled_at=now, last_success_at=now,
-                     last_status=p.status, last_error=None, consecutive_failures=0,
-                     failing_since=None, next_poll_at=p.next_poll_at, etag=p.etag,
-                     last_modified=p.last_modified,
-                     **({} if p.interval is None else
-                        {"current_interval_seconds": int(p.interval.total_seconds())}))
+        table = Source.__table__
+        statement = update(table).where(table.c.id == bindparam("source_id")).values(
+            last_polled_at=now, last_success_at=now, last_error=None, consecutive_failures=0,
+            failing_since=None, last_status=bindparam("status"),
+            next_poll_at=bindparam("next_poll_at", type_=table.c.next_poll_at.type),
+            etag=bindparam("etag"), last_modified=bindparam("last_modified"),
+            current_interval_seconds=func.coalesce(bindparam("interval", type_=Integer),
+                                                   table.c.current_interval_seconds))
+        with self.engine.begin() as connection:
+            connection.execute(statement, [
+                dict(source_id=p.source_id, status=p.status, next_poll_at=p.next_poll_at,
+                     etag=p.etag, last_modified=p.last_modified,
+                     interval=None if p.interval is None else int(p.interval.total_seconds()))
                 for p in polls])
 
     def take_notice(self, source_id: int, kind: str, now: datetime) -> bool:
