@@ -11,13 +11,14 @@ a process of its own, then times, for each reader:
 
 and prints the times, the ratios and the peak memory (RSS) of the process that ran the cycles.
 
-monitor runs the way the daemon does: one long-lived process (`App.start()`, then
-`App.poll_due(every_source=True)` per cycle) with a temporary SQLite database and a rules
-directory holding the N feeds and the shipped rules/entities.yaml and rules/watchlist.yaml.
-Settings are the defaults unless given (MONITOR_FETCH_CONCURRENCY=8, log level INFO; the log
-goes to a file), except the per-host limit, lifted: the one local server stands in for N
-publishers. Memory is the daemon's and its feed-parsing worker's together. rss2email runs the way it is used, `r2e run --no-send` once per cycle, from
-/tmp/r2e-venv (installed with pip if missing) or --r2e.
+monitor runs the way the daemon does: one long-lived process (`App.start()`, then, per cycle,
+every source made due and `App.poll_due()`, which leases due sources in batches as the daemon's
+poll tick does) with a temporary SQLite database and a rules directory holding the N feeds and
+the shipped rules/entities.yaml and rules/watchlist.yaml. Settings are the defaults unless given
+(MONITOR_FETCH_CONCURRENCY=8, log level INFO; the log goes to a file), except the per-host
+limit, lifted: the one local server stands in for N publishers. Memory is the daemon's and its
+feed-parsing worker's together. rss2email runs the way it is used, `r2e run --no-send` once per
+cycle, from /tmp/r2e-venv (installed with pip if missing) or --r2e.
 
     python bench/poll.py [--feeds 1000] [--items 50] [--changed 0.1] [--new-items 3]
                          [--skip-peer] [--r2e PATH] [--concurrency N] [--no-gzip]
@@ -378,9 +379,13 @@ def memory() -> dict[str, float]:
 
 
 def worker_main() -> None:
+    from sqlalchemy import update
+
     from monitor.app import App
     from monitor.logs import configure
+    from monitor.pipeline import utcnow
     from monitor.settings import load_settings
+    from monitor.store.models import Source
 
     async def run() -> None:
         settings = load_settings(_env_file=None)
@@ -389,12 +394,17 @@ def worker_main() -> None:
         try:
             while True:
                 command = (await asyncio.to_thread(sys.stdin.readline)).strip()
+                if command == "cycle":
+                    # Every source due now, then the daemon's own path: leased in batches.
+                    assert app.store is not None
+                    with app.store.engine.begin() as connection:
+                        connection.execute(update(Source).values(next_poll_at=utcnow()))
                 started = time.perf_counter()
                 if command == "start":
                     await app.start()
                     reply: dict = {}
                 elif command == "cycle":
-                    reports = await app.poll_due(every_source=True)
+                    reports = await app.poll_due()
                     reply = {"statuses": dict(collections.Counter(str(r.status) for r in reports)),
                              "new": sum(r.new for r in reports),
                              "alerts": sum(r.alerts for r in reports),
@@ -635,7 +645,7 @@ def main() -> None:
     results: dict[str, dict] = {"monitor": {}, "rss2email": {}}
     try:
         sizes = server.admin("stats")
-        print(f"monitor: one process, App.start() then App.poll_due(every_source=True) per "
+        print(f"monitor: one process, App.start() then every source due and App.poll_due() per "
               f"cycle; log in {root / 'monitor.log'}", file=sys.stderr)
         (root / "monitor").mkdir()
         monitor = Monitor(root / "monitor", server, args)

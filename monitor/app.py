@@ -154,17 +154,23 @@ class App:
         # At most two sources waiting per fetch slot: a source's fetch starts within about one
         # fetch time (MONITOR_FETCH_TIMEOUT) of its lease, well inside MONITOR_SOURCE_LEASE.
         slots = self.settings.fetch_concurrency
+        lease = self.settings.source_lease
         running: dict[asyncio.Task[PollReport], int] = {}
         reports: list[PollReport] = []
         more = True
+        heartbeat = asyncio.create_task(self._renew_leases(running))
         try:
             while True:
                 if more and not self.stopping and len(running) <= slots:
                     wanted = 2 * slots - len(running)
-                    taken = await asyncio.to_thread(self.store.claim_due_sources, utcnow(),
-                                                    lease=self.settings.source_lease,
-                                                    limit=wanted)
-                    more = len(taken) == wanted
+                    try:
+                        taken = await asyncio.to_thread(self.store.claim_due_sources,
+                                                        utcnow(), lease=lease, limit=wanted)
+                    except Exception:
+                        # The polls under way finish; the next tick tries again.
+                        log.exception("cannot take due sources")
+                        taken, more = [], False
+                    more = more and len(taken) == wanted
                     running.update({asyncio.create_task(self.poller.poll_source(s)): s.id
                                     for s in taken})
                 if not running:
@@ -176,13 +182,26 @@ class App:
                     if reports[-1].alerts and getattr(self, "scheduler", None) is not None:
                         self.scheduler.modify_job("deliver", next_run_time=utcnow())
         finally:
+            heartbeat.cancel()
             if running:
                 for task in running:
                     task.cancel()
                 await asyncio.wait(running)
-                await asyncio.to_thread(self.store.release_sources, list(running.values()),
-                                        utcnow())
+                await asyncio.to_thread(self.store.release_sources, list(running.values()))
                 log.info("sources given back unpolled", sources=len(running))
+
+    async def _renew_leases(self, running: dict[asyncio.Task[PollReport], int]) -> None:
+        """While sources wait for a fetch slot and are polled, keep their leases: a queue
+        behind a slow host must not let another instance (or this one) take them again."""
+        assert self.store is not None
+        lease = self.settings.source_lease
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            try:
+                await asyncio.to_thread(self.store.renew_source_leases,
+                                        list(running.values()), utcnow() + lease)
+            except Exception:
+                log.exception("cannot renew source leases")
 
     async def tell_operator(self, source: SourceState, kind: str, detail: str) -> None:
         """One message per failure streak, and one when it ends, to the operator's

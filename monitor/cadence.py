@@ -4,7 +4,7 @@ A source whose interval feeds.yaml sets keeps it. Any other adapts between
 `MONITOR_POLL_MIN_INTERVAL` and `MONITOR_POLL_MAX_INTERVAL`: a body that brings dated items
 sets the interval to half the typical gap between them (or half the time since the newest, when
 the feed has gone quiet), so a wire feed is polled often and a weekly blog rarely; each poll
-that finds nothing changed lengthens it by a quarter.
+that finds nothing new lengthens it by a quarter.
 
 The server has its say on top: RSS `<ttl>` and `Cache-Control: max-age` put the next poll no
 earlier than they ask (up to the maximum interval: a cache setting must not silence a news
@@ -55,12 +55,16 @@ class Hints:
 def publishing_interval(published: Iterable[datetime | None], now: datetime,
                         bounds: Bounds) -> timedelta | None:
     """Half the typical gap between the newest dated items, or half the time since the newest
-    if that is longer; None when fewer than two items carry a believable date."""
+    if that is longer; None when fewer than two items carry distinct believable dates."""
     dates = sorted(d for d in published if d is not None and d <= now + CLOCK_SKEW)
     dates = dates[-RECENT_ITEMS:]
     if len(dates) < 2:
         return None
-    gaps = [later - earlier for earlier, later in zip(dates, dates[1:])]
+    # Items stamped with one time (a feed that dates everything when it is built) say nothing
+    # about how often it publishes.
+    gaps = [later - earlier for earlier, later in zip(dates, dates[1:]) if later > earlier]
+    if not gaps:
+        return None
     typical = statistics.median(gaps)
     quiet = max(now - dates[-1], timedelta(0))
     return bounds.clamp(max(typical, quiet) / 2)

@@ -133,11 +133,18 @@ def unique_items(items: list[Item]) -> list[Item]:
 
 
 def worker_init(parent: int) -> None:
-    """In a parsing process: exit when the daemon that started it is gone. A daemon killed
-    with SIGKILL cannot stop its workers, and an orphan would hold its pipes and memory."""
+    """In a parsing process: exit when the daemon that started it is gone (a daemon killed
+    with SIGKILL cannot stop its workers, and an orphan would hold its pipes and memory), and
+    only then: the daemon shuts its workers down when it stops."""
     import os
+    import signal
     import threading
     import time
+
+    # Stopping is the daemon's business: a SIGTERM or Ctrl-C sent to the whole process group
+    # must not kill a parse under way while the daemon finishes its work.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from monitor.destinations import Destination
 from monitor.cadence import CLOCK_SKEW, Bounds, Hints, after_content, after_nothing_new, \
     failure_backoff, next_poll
-from monitor.errors import FetchError, PermanentFetchError, TransientFetchError
+from monitor.errors import FetchError, TransientFetchError
 from monitor.fetch import Fetcher, FetchResult
 from monitor.logs import log
 from monitor.engine import Engine
@@ -127,12 +127,16 @@ class Parsing:
             self._pool = ProcessPoolExecutor(self.processes,
                                              mp_context=multiprocessing.get_context("spawn"),
                                              initializer=worker_init, initargs=(os.getpid(),))
+        pool = self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            return await asyncio.get_running_loop().run_in_executor(pool, call)
         except BrokenProcessPool:
-            log.error("a feed-parsing process died; starting another", url=url)
-            self.close()
-            raise PermanentFetchError(url, "the feed parser crashed on this feed") from None
+            if self._pool is pool:  # not already replaced by another feed's read
+                log.error("a feed-parsing process died; starting another", url=url)
+                self._pool = None
+                pool.shutdown(wait=False)
+            raise TransientFetchError(url, "the feed parser's process died while reading "
+                                      "this feed") from None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -240,9 +244,9 @@ class Poller:
         if gone:
             log.warning("source disabled: its server says it is gone", url=source.url)
         failing_for = now - (source.failing_since or now)
-        if self.notice is not None and source.failure_noticed_at is None and \
-                (gone or failing_for >= self.settings.source_alert_after):
-            await self.notice(source, "disabled" if gone else "failing", failure.reason)
+        if gone or (source.failure_noticed_at is None and
+                    failing_for >= self.settings.source_alert_after):
+            await self._tell(source, "disabled" if gone else "failing", failure.reason)
 
     async def _take(self, source: SourceState, fetched: FetchResult,
                     now: datetime) -> PollReport:
@@ -262,17 +266,23 @@ class Poller:
         items, feed = read.items, read.feed
         known = await asyncio.to_thread(self.store.known_items, source.id, items)
         new, changed = self._triage(source, items, known, now)
-        interval = source.interval if source.pinned else after_content(
-            source.polling_interval, (i.published_at for i in items), now, self.bounds)
-        hints = Hints(ttl=timedelta(minutes=feed.ttl_minutes) if feed.ttl_minutes else None,
-                      max_age=self._max_age(fetched))
+        if source.pinned:
+            interval = source.interval
+        elif new:
+            interval = after_content(source.polling_interval,
+                                     (i.published_at for i in items), now, self.bounds)
+        else:  # a changed body with nothing new in it
+            interval = after_nothing_new(source.polling_interval, self.bounds)
+        ttl = timedelta(minutes=feed.ttl_minutes) if feed.ttl_minutes else None
+        hints = Hints(ttl=ttl, max_age=self._max_age(fetched))
         async with self._writing:
             outcome = await asyncio.to_thread(
                 self.store.save_poll, source, new=new, changed=changed, status=fetched.status,
                 etag=fetched.etag, last_modified=fetched.last_modified, feed_title=feed.title,
                 now=now, next_poll_at=self._next(source, interval, now, hints),
                 body_hash=body_hash, item_count=len(items),
-                interval=None if source.pinned else interval)
+                interval=None if source.pinned else interval,
+                ttl_seconds=int(ttl.total_seconds()) if ttl else None)
         log.info("feed fetched", url=source.url, status=fetched.status, items=len(items),
                  new=outcome.new, updated=outcome.updated, alerts=outcome.alerts,
                  ms=fetched.elapsed_ms, **({"problem": feed.problem} if feed.problem else {}))
@@ -288,7 +298,8 @@ class Poller:
         self._unchanged.append(Unchanged(
             source.id, fetched.status, fetched.etag or source.etag,
             fetched.last_modified or source.last_modified,
-            self._next(source, interval, now, Hints(max_age=self._max_age(fetched))),
+            self._next(source, interval, now,
+                       Hints(ttl=source.ttl, max_age=self._max_age(fetched))),
             None if source.pinned else interval))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush_soon())
@@ -306,9 +317,19 @@ class Poller:
             log.exception("cannot record unchanged feeds")
 
     async def _recovered(self, source: SourceState) -> None:
-        if source.failure_noticed_at is not None and self.notice is not None:
-            await self.notice(source, "recovered", f"fetched again after "
-                              f"{source.consecutive_failures} failures")
+        if source.failure_noticed_at is not None:
+            await self._tell(source, "recovered", f"fetched again after "
+                             f"{source.consecutive_failures} failures")
+
+    async def _tell(self, source: SourceState, kind: str, detail: str) -> None:
+        """An operator notice; its failure is logged and costs the poll nothing (the notice
+        is tried again at the next poll)."""
+        if self.notice is None:
+            return
+        try:
+            await self.notice(source, kind, detail)
+        except Exception:
+            log.exception("cannot tell the operator about a source", url=source.url, kind=kind)
 
     def _next(self, source: SourceState, interval: timedelta, now: datetime,
               hints: Hints) -> datetime:

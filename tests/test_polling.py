@@ -16,7 +16,7 @@ from conftest import FeedServer, SlackServer, Workspace, hours_ago, rss
 from monitor.app import App
 from monitor.cadence import Bounds, Hints, after_content, after_nothing_new, failure_backoff, \
     next_poll, publishing_interval
-from monitor.errors import PermanentFetchError
+from monitor.errors import PermanentFetchError, TransientFetchError
 from monitor.pipeline import Parsing
 from monitor.settings import load_settings
 from monitor.store import Store
@@ -201,8 +201,12 @@ def test_feeds_are_parsed_in_a_worker_process_which_is_replaced_if_it_dies(
             assert pool is not None
             workers = list(pool._processes.values())  # type: ignore[attr-defined]
             assert workers and all(w.pid != os.getpid() for w in workers)
+            # Stopping the daemon's process group does not stop a worker; only the daemon does.
+            os.kill(workers[0].pid, signal.SIGTERM)
+            assert len((await parsing.read(body, url="http://example.org/feed",
+                                           content_type=None)).items) == 3
             os.kill(workers[0].pid, signal.SIGKILL)
-            with pytest.raises(PermanentFetchError, match="parser crashed"):
+            with pytest.raises(TransientFetchError, match="process died"):
                 await parsing.read(body, url="http://example.org/feed", content_type=None)
             again = await parsing.read(body, url="http://example.org/feed", content_type=None)
             assert len(again.items) == 3
@@ -308,10 +312,17 @@ def test_a_claimed_source_is_not_due_for_anyone_else_until_its_lease_runs_out(
         assert [s.url for s in rest] == ["http://a.example/3", "http://a.example/4"]
         assert two.claim_due_sources(NOW + timedelta(seconds=59), lease=timedelta(minutes=1),
                                      limit=10) == []
-        # Nobody recorded a poll: the lease ran out and the sources are due again.
+        # A lease renewed by its holder holds; another instance cannot renew it.
+        one.renew_source_leases([s.id for s in taken], NOW + timedelta(minutes=2))
+        two.renew_source_leases([s.id for s in taken], NOW + timedelta(minutes=5))
         again = two.claim_due_sources(NOW + timedelta(seconds=61), lease=timedelta(minutes=1),
                                       limit=10)
+        assert [s.url for s in again] == ["http://a.example/3", "http://a.example/4"]
+        # Nobody recorded a poll: the leases ran out and the sources are due again.
+        again = two.claim_due_sources(NOW + timedelta(minutes=3), lease=timedelta(minutes=1),
+                                      limit=10)
         assert len(again) == 5
+        assert {s.leased_until for s in two.sources()} == {NOW + timedelta(minutes=4)}
     finally:
         one.close()
         two.close()
@@ -331,16 +342,50 @@ def test_sources_taken_but_not_polled_are_given_back_when_the_tick_is_cancelled(
             while len(feeds.requests) < 2:
                 await asyncio.sleep(0.05)
             assert app.store is not None
-            leased = [s for s in app.store.sources() if s.next_poll_at > datetime.now(UTC)]
+            now = datetime.now(UTC)
+            leased = [s for s in app.store.sources() if s.leased_until and s.leased_until > now]
             assert len(leased) == 4  # two being fetched, two waiting for a slot
             tick.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await tick
-            now = datetime.now(UTC)
-            assert all(s.next_poll_at <= now for s in app.store.sources())
+            assert all(s.leased_until is None for s in app.store.sources())
+            assert len(app.store.claim_due_sources(datetime.now(UTC), limit=10,
+                                                   lease=timedelta(minutes=1))) == 6
             # And a daemon that is stopping takes no more.
             app.stopping = True
             assert await app.poll_due() == []
         finally:
             await app.close()
     asyncio.run(scenario())
+
+
+def test_a_source_waiting_behind_a_slow_host_keeps_its_lease_and_is_fetched_once(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    # One fetch at a time to this host, each taking 1 s, and a lease of 3 s: the last
+    # sources wait far longer than the lease, which their instance keeps renewing.
+    urls = [feeds.set(f"/queue{n}.xml", rss(dated_items(1, timedelta(hours=1))), delay=1.0)
+            for n in range(6)]
+    workspace.write_feeds(*urls)
+
+    async def scenario() -> None:
+        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="4", MONITOR_FETCH_PER_HOST="1",
+                      MONITOR_FETCH_TIMEOUT="2s", MONITOR_SOURCE_LEASE="3s")
+        await app.start()
+        try:
+            # Another instance's view of the database, meanwhile.
+            other = Store.open(workspace.env["MONITOR_DATABASE_URL"])
+            tick = asyncio.create_task(app.poll_due())
+            stolen = []
+            while not tick.done():
+                await asyncio.sleep(0.5)
+                stolen += await asyncio.to_thread(
+                    other.claim_due_sources, datetime.now(UTC), lease=timedelta(seconds=3),
+                    limit=10)
+            other.close()
+            reports = await tick
+            assert stolen == []
+            assert sorted(r.status for r in reports) == [200] * 6
+        finally:
+            await app.close()
+    asyncio.run(scenario())
+    assert sorted(p for p, _ in feeds.requests) == sorted(f"/queue{n}.xml" for n in range(6))

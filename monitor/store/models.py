@@ -72,6 +72,11 @@ class Source(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 410 Gone, say
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     last_item_count: Mapped[int | None] = mapped_column(Integer)  # entries in the last body
+    ttl_seconds: Mapped[int | None] = mapped_column(Integer)  # the feed's RSS <ttl>
+    # The instance polling the source, and until when (it renews this while the poll waits
+    # and runs); another instance takes the source once this has passed.
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class Story(Base):

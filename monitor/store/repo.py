@@ -8,6 +8,9 @@ its session. Every write is one transaction.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +57,8 @@ class SourceState:
     disabled_at: datetime | None = None
     disabled_reason: str | None = None
     last_item_count: int | None = None
+    ttl: timedelta | None = None  # the feed's RSS <ttl>, as last read
+    leased_until: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -199,7 +204,9 @@ def _state(source: Source) -> SourceState:
         else timedelta(seconds=source.current_interval_seconds), body_hash=source.body_hash,
         last_success_at=source.last_success_at, failing_since=source.failing_since,
         failure_noticed_at=source.failure_noticed_at, disabled_at=source.disabled_at,
-        disabled_reason=source.disabled_reason, last_item_count=source.last_item_count)
+        disabled_reason=source.disabled_reason, last_item_count=source.last_item_count,
+        ttl=None if source.ttl_seconds is None else timedelta(seconds=source.ttl_seconds),
+        leased_until=source.leased_until)
 
 
 def _sha(text: str) -> str:
@@ -224,6 +231,8 @@ class Store:
         # Where pure queries on the poll path run (SQLite: without taking the write lock).
         self.reader = reader or engine
         self.dialect = engine.dialect.name
+        # Names this process in the leases it takes on sources.
+        self.instance = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
@@ -303,28 +312,46 @@ class Store:
 
     def claim_due_sources(self, now: datetime, *, lease: timedelta,
                           limit: int) -> list[SourceState]:
-        """Take up to `limit` due sources to poll. Taking one moves its next poll to the end
-        of the lease, so no other instance polls it meanwhile, and one whose poller died is
-        due again when the lease runs out; recording the poll sets the real next poll. On
+        """Take up to `limit` due sources to poll, leased to this store's instance until
+        `now + lease`: no other instance takes them meanwhile, and if this one dies they are
+        taken again once the lease has passed. The poller renews the lease while a source
+        waits and is polled (`renew_source_leases`); recording the poll ends it. On
         PostgreSQL, rows another instance is taking are skipped, not waited for."""
         with Session(self.engine) as session, session.begin():
-            query = self._due(now).limit(limit)
+            query = self._due(now).where(or_(Source.leased_until.is_(None),
+                                             Source.leased_until < now)).limit(limit)
             if self.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             taken = [_state(s) for s in session.scalars(query)]
             if taken:
                 session.execute(update(Source).where(Source.id.in_([s.id for s in taken]))
-                                .values(next_poll_at=now + lease)
+                                .values(leased_until=now + lease, leased_by=self.instance)
                                 .execution_options(synchronize_session=False))
             return taken
 
-    def release_sources(self, source_ids: Sequence[int], now: datetime) -> None:
-        """Give back sources taken but not polled: due again now, for any instance."""
+    def renew_source_leases(self, source_ids: Sequence[int], until: datetime) -> None:
+        """Keep the sources this instance is still working on (its heartbeat)."""
         if source_ids:
             with Session(self.engine) as session, session.begin():
                 session.execute(update(Source).where(Source.id.in_(list(source_ids)),
-                                                     Source.next_poll_at > now)
-                                .values(next_poll_at=now))
+                                                     Source.leased_by == self.instance)
+                                .values(leased_until=until))
+
+    def release_sources(self, source_ids: Sequence[int]) -> None:
+        """Give back sources taken but not polled: due again at once, for any instance."""
+        if source_ids:
+            with Session(self.engine) as session, session.begin():
+                session.execute(update(Source).where(Source.id.in_(list(source_ids)),
+                                                     Source.leased_by == self.instance)
+                                .values(leased_until=None, leased_by=None))
+
+    def _unleased(self, columns: Any = Source) -> dict[str, Any]:
+        """Values that end this instance's lease on a source it has polled (and leave
+        another instance's alone: its lease outlived ours, and it is polling now).
+        `columns`: the model, or its table's columns for a Core statement."""
+        mine = columns.leased_by == self.instance
+        return {"leased_until": case((mine, None), else_=columns.leased_until),
+                "leased_by": case((mine, None), else_=columns.leased_by)}
 
     def record_failure(self, source_id: int, *, status: int | None, error: str,
                        now: datetime, next_poll_at: datetime,
@@ -333,7 +360,7 @@ class Store:
         values: dict[str, Any] = dict(
             last_polled_at=now, last_status=status, last_error=error[:2000],
             consecutive_failures=Source.consecutive_failures + 1, next_poll_at=next_poll_at,
-            failing_since=func.coalesce(Source.failing_since, now))
+            failing_since=func.coalesce(Source.failing_since, now), **self._unleased())
         if disable:
             values.update(disabled_at=now, disabled_reason=error[:2000])
         with Session(self.engine) as session, session.begin():
@@ -351,7 +378,8 @@ class Store:
             next_poll_at=bindparam("next_poll_at", type_=table.c.next_poll_at.type),
             etag=bindparam("etag"), last_modified=bindparam("last_modified"),
             current_interval_seconds=func.coalesce(bindparam("interval", type_=Integer),
-                                                   table.c.current_interval_seconds))
+                                                   table.c.current_interval_seconds),
+            **self._unleased(table.c))
         with self.engine.begin() as connection:
             connection.execute(statement, [
                 dict(source_id=p.source_id, status=p.status, next_poll_at=p.next_poll_at,
@@ -365,6 +393,8 @@ class Store:
         instances. `give_back_notice` undoes it when the message could not be sent."""
         if kind == "recovered":
             condition, value = Source.failure_noticed_at.is_not(None), None
+        elif kind == "disabled":  # once per disabling, even after a "failing" notice
+            condition, value = Source.disabled_at.is_not(None), now
         else:
             condition, value = Source.failure_noticed_at.is_(None), now
         with Session(self.engine) as session, session.begin():
@@ -423,8 +453,8 @@ class Store:
                   changed: Sequence[Outgoing], status: int, etag: str | None,
                   last_modified: str | None, feed_title: str | None, now: datetime,
                   next_poll_at: datetime, body_hash: str | None = None,
-                  item_count: int | None = None,
-                  interval: timedelta | None = None) -> SaveOutcome:
+                  item_count: int | None = None, interval: timedelta | None = None,
+                  ttl_seconds: int | None = None) -> SaveOutcome:
         """Record a successful poll in one transaction: new items, edited items, their alerts
         and the source's state. An item another writer recorded first raises no alert here."""
         inserted = updated = alerts = 0
@@ -460,7 +490,7 @@ class Store:
                 last_polled_at=now, last_success_at=now, last_status=status, last_error=None,
                 consecutive_failures=0, next_poll_at=next_poll_at, etag=etag,
                 last_modified=last_modified, failing_since=None, body_hash=body_hash,
-                last_item_count=item_count)
+                last_item_count=item_count, ttl_seconds=ttl_seconds, **self._unleased())
             if interval is not None:
                 values["current_interval_seconds"] = int(interval.total_seconds())
             if feed_title:
