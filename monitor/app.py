@@ -151,8 +151,9 @@ class App:
         Delivery is woken as soon as a poll raises alerts. Once the daemon is stopping no more
         are taken, and sources taken but not polled (the tick was cancelled) are given back."""
         assert self.store is not None
-        # At most two sources waiting per fetch slot: a source's fetch starts within about one
-        # fetch time (MONITOR_FETCH_TIMEOUT) of its lease, well inside MONITOR_SOURCE_LEASE.
+        # Up to four sources per fetch slot are taken at a time, more when half are done:
+        # few enough that other instances get their share, and their leases are renewed
+        # while they wait (`_renew_leases`).
         slots = self.settings.fetch_concurrency
         lease = self.settings.source_lease
         running: dict[asyncio.Task[PollReport], int] = {}
@@ -161,8 +162,8 @@ class App:
         heartbeat = asyncio.create_task(self._renew_leases(running))
         try:
             while True:
-                if more and not self.stopping and len(running) <= slots:
-                    wanted = 2 * slots - len(running)
+                if more and not self.stopping and len(running) <= 2 * slots:
+                    wanted = 4 * slots - len(running)
                     try:
                         taken = await asyncio.to_thread(self.store.claim_due_sources,
                                                         utcnow(), lease=lease, limit=wanted)

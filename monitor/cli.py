@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,18 @@ def _one_line(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+@contextmanager
+def _store() -> Iterator[Any]:
+    """The store the settings name, open for one command."""
+    from monitor.store import Store
+
+    store = Store.open(_settings().database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _ago(when: Any, now: Any) -> str:
     """`3m ago`, `in 12m`: how far a time is from now, in its largest unit."""
     if when is None:
@@ -181,14 +195,9 @@ def sources(ctx: click.Context, failing: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from monitor.pipeline import utcnow
-    from monitor.store import Store
 
-    settings = _settings()
-    store = Store.open(settings.database_url)
-    try:
+    with _store() as store:
         rows = store.source_overview()
-    finally:
-        store.close()
     if failing:
         rows = [(s, n) for s, n in rows if s.consecutive_failures or s.disabled_at]
     if not rows:
@@ -217,14 +226,9 @@ def sources(ctx: click.Context, failing: bool) -> None:
 def sources_enable(url: str) -> None:
     """Poll a source again that its server had said is gone (410)."""
     from monitor.pipeline import utcnow
-    from monitor.store import Store
 
-    settings = _settings()
-    store = Store.open(settings.database_url)
-    try:
+    with _store() as store:
         found = store.enable_source(url, utcnow())
-    finally:
-        store.close()
     if not found:
         raise click.ClickException(f"no source {url!r}: `monitor sources` lists them")
     click.echo(f"enabled {url}: polled at the next tick")

@@ -115,7 +115,7 @@ class Fetcher:
         self.client = httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(per_op, connect=min(per_op, 10.0)),
-            limits=httpx.Limits(max_connections=settings.fetch_concurrency * 2,
+            limits=httpx.Limits(max_connections=settings.fetch_concurrency,
                                 max_keepalive_connections=settings.fetch_concurrency),
             headers={"User-Agent": settings.user_agent, "Accept": ACCEPT},
             transport=transport,

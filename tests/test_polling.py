@@ -331,7 +331,7 @@ def test_a_claimed_source_is_not_due_for_anyone_else_until_its_lease_runs_out(
 def test_sources_taken_but_not_polled_are_given_back_when_the_tick_is_cancelled(
         workspace: Workspace, feeds: FeedServer) -> None:
     slow = [feeds.set(f"/hang{n}.xml", rss(dated_items(1, timedelta(hours=1))), delay=5)
-            for n in range(6)]
+            for n in range(10)]
     workspace.write_feeds(*slow)
 
     async def scenario() -> None:
@@ -344,13 +344,14 @@ def test_sources_taken_but_not_polled_are_given_back_when_the_tick_is_cancelled(
             assert app.store is not None
             now = datetime.now(UTC)
             leased = [s for s in app.store.sources() if s.leased_until and s.leased_until > now]
-            assert len(leased) == 4  # two being fetched, two waiting for a slot
+            # Four per fetch slot taken: two being fetched, six waiting; two left for others.
+            assert len(leased) == 8
             tick.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await tick
             assert all(s.leased_until is None for s in app.store.sources())
-            assert len(app.store.claim_due_sources(datetime.now(UTC), limit=10,
-                                                   lease=timedelta(minutes=1))) == 6
+            assert len(app.store.claim_due_sources(datetime.now(UTC), limit=20,
+                                                   lease=timedelta(minutes=1))) == 10
             # And a daemon that is stopping takes no more.
             app.stopping = True
             assert await app.poll_due() == []
@@ -389,3 +390,46 @@ def test_a_source_waiting_behind_a_slow_host_keeps_its_lease_and_is_fetched_once
             await app.close()
     asyncio.run(scenario())
     assert sorted(p for p, _ in feeds.requests) == sorted(f"/queue{n}.xml" for n in range(6))
+
+
+def test_a_busy_host_does_not_hold_up_another(workspace: Workspace, feeds: FeedServer) -> None:
+    # The feed server under two names: "127.0.0.1", slow, and "localhost", prompt.
+    slow = [feeds.set(f"/busy{n}.xml", rss(dated_items(1, timedelta(hours=1))), delay=1.0)
+            for n in range(4)]
+    prompt = feeds.set("/prompt.xml", rss(dated_items(1, timedelta(hours=1))))
+    workspace.write_feeds(*slow, prompt.replace("127.0.0.1", "localhost"))
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="3", MONITOR_FETCH_PER_HOST="1")
+        await app.start()
+        try:
+            return await poll_once(app)
+        finally:
+            await app.close()
+    asyncio.run(scenario())
+    when = {p: t for (p, _), t in zip(feeds.requests, feeds.request_times)}
+    # The prompt host was fetched at once, while the busy one's feeds waited for it one by
+    # one (without holding the slots the prompt one needed).
+    assert when["/prompt.xml"] - min(when.values()) < 0.5
+    assert max(when.values()) - min(when.values()) >= 3.0
+
+
+def test_rss_ttl_still_holds_after_a_304(workspace: Workspace, feeds: FeedServer) -> None:
+    url = feeds.set("/ttl304.xml", rss(dated_items(10, timedelta(minutes=20)),
+                                       extra="<ttl>50</ttl>"))
+    workspace.write_feeds(url)
+
+    async def scenario() -> None:
+        app = app_for(workspace)
+        await app.start()
+        try:
+            first = await poll_once(app)
+            second = await poll_once(app)
+            assert [r.status for r in first + second] == [200, 304]
+        finally:
+            await app.close()
+    started = datetime.now(UTC)
+    asyncio.run(scenario())
+    row = source_row(workspace, url)
+    assert row.ttl == timedelta(minutes=50)
+    assert row.next_poll_at - started >= timedelta(minutes=50)
