@@ -33,6 +33,7 @@ class App:
         self.fetcher: Fetcher | None = None
         self.parsing: Parsing | None = None
         self.stopping = False  # set on SIGTERM/SIGINT: finish what is under way, take no more
+        self.scheduler: AsyncIOScheduler | None = None  # the daemon's (not burst mode's)
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
         self._reloading = asyncio.Lock()
@@ -135,7 +136,7 @@ class App:
             self.store.close()
 
     async def poll_due(self, *, every_source: bool = False) -> list[PollReport]:
-        """Poll the sources that are due, taking them a batch at a time (see `_claimed`);
+        """Poll the sources that are due, taking them a batch at a time (`_poll_claimed`);
         `every_source`: all of them, now (burst mode)."""
         assert self.store is not None
         if every_source:
@@ -180,8 +181,8 @@ class App:
                 for task in done:
                     del running[task]
                     reports.append(task.result())
-                    if reports[-1].alerts and getattr(self, "scheduler", None) is not None:
-                        self.scheduler.modify_job("deliver", next_run_time=utcnow())
+                    if reports[-1].alerts:
+                        self._deliver_soon()
         finally:
             heartbeat.cancel()
             if running:
@@ -268,8 +269,14 @@ class App:
         await self.reload_if_changed()
         await self.poll_due()  # wakes delivery as soon as a poll raises alerts
 
-    async def _wake_delivery(self) -> None:
-        self.scheduler.modify_job("deliver", next_run_time=utcnow())
+    def _deliver_soon(self) -> None:
+        """Tell people fast: a delivery pass now, not at the next delivery tick (in the
+        daemon; burst mode delivers once its polls are done)."""
+        if self.scheduler is not None:
+            self.scheduler.modify_job("deliver", next_run_time=utcnow())
+
+    async def _wake_delivery(self) -> None:  # a digest's time has come
+        self._deliver_soon()
 
     async def _deliver_tick(self) -> None:
         await self.deliver()
@@ -288,13 +295,13 @@ class App:
             task.add_done_callback(reloads.discard)
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
         watcher = loop.create_task(self._watch_rules(stop))
-        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.scheduler = scheduler = AsyncIOScheduler(timezone="UTC")
         now = utcnow()
-        self.scheduler.add_job(self._track(self._poll_tick), "interval", id="poll",
+        scheduler.add_job(self._track(self._poll_tick), "interval", id="poll",
                                seconds=self.settings.poll_tick.total_seconds(),
                                next_run_time=now, max_instances=1, coalesce=True,
                                misfire_grace_time=None)
-        self.scheduler.add_job(self._track(self._deliver_tick), "interval", id="deliver",
+        scheduler.add_job(self._track(self._deliver_tick), "interval", id="deliver",
                                seconds=self.settings.delivery_tick.total_seconds(),
                                next_run_time=now, max_instances=1, coalesce=True,
                                misfire_grace_time=None)
@@ -302,19 +309,19 @@ class App:
             trigger = destination.schedule.trigger()
             if trigger is not None and name in self.notifiers:
                 # A digest is due at its time: deliver then, not at the next tick.
-                self.scheduler.add_job(self._wake_delivery, trigger, id=f"digest:{name}",
+                scheduler.add_job(self._wake_delivery, trigger, id=f"digest:{name}",
                                        misfire_grace_time=None, coalesce=True)
                 log.info("digest scheduled", destination=name,
                          schedule=destination.spec.schedule,
                          next=trigger.get_next_fire_time(None, now).isoformat())
-        self.scheduler.start()
+        scheduler.start()
         try:
             await stop.wait()
             self.stopping = True
             log.info("stopping", inflight=len(self._inflight))
             # Pause, not shut down: shutting APScheduler's asyncio executor down cancels the
             # ticks that are running, and they should finish.
-            self.scheduler.pause()
+            scheduler.pause()
             if self._inflight:
                 done, pending = await asyncio.wait(
                     set(self._inflight), timeout=self.settings.shutdown_grace.total_seconds())
@@ -323,7 +330,7 @@ class App:
                 if pending:
                     await asyncio.wait(pending)
                     log.warning("stopped with work unfinished", tasks=len(pending))
-            self.scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

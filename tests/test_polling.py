@@ -5,8 +5,10 @@ process, and source leases. Against the local feed server and real SQLite files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from monitor.app import App
 from monitor.cadence import Bounds, Hints, after_content, after_nothing_new, failure_backoff, \
     next_poll, publishing_interval
 from monitor.errors import PermanentFetchError, TransientFetchError
+from monitor.parse import FeedItems
 from monitor.pipeline import Parsing
 from monitor.settings import load_settings
 from monitor.store import Store
@@ -85,6 +88,24 @@ async def poll_once(app: App) -> list:  # type: ignore[type-arg]
     return await app.poll_due(every_source=True)
 
 
+@contextlib.asynccontextmanager
+async def running(workspace: Workspace, **env: str) -> AsyncIterator[App]:
+    """An App on the workspace, started, and closed afterwards."""
+    app = app_for(workspace, **env)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+def poll_every_source(workspace: Workspace, **env: str) -> list:  # type: ignore[type-arg]
+    async def scenario() -> list:  # type: ignore[type-arg]
+        async with running(workspace, **env) as app:
+            return await poll_once(app)
+    return asyncio.run(scenario())
+
+
 def source_row(workspace: Workspace, url: str):  # type: ignore[no-untyped-def]
     store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
     try:
@@ -114,15 +135,8 @@ def test_intervals_adapt_and_follow_ttl_max_age_and_retry_after(
     with (workspace.rules / "feeds.yaml").open("a", encoding="utf-8") as f:
         f.write(f"  - url: {pinned}\n    name: Pinned\n    interval: 7m\n")
 
-    async def scenario() -> None:
-        app = app_for(workspace)
-        await app.start()
-        try:
-            await poll_once(app)
-        finally:
-            await app.close()
     started = datetime.now(UTC)
-    asyncio.run(scenario())
+    poll_every_source(workspace)
 
     def wait(url: str) -> timedelta:
         return source_row(workspace, url).next_poll_at - started
@@ -144,14 +158,7 @@ def test_fetches_to_one_host_are_limited(workspace: Workspace, feeds: FeedServer
             for n in range(8)]
     workspace.write_feeds(*urls)
 
-    async def scenario() -> None:
-        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="8", MONITOR_FETCH_PER_HOST="2")
-        await app.start()
-        try:
-            await poll_once(app)
-        finally:
-            await app.close()
-    asyncio.run(scenario())
+    poll_every_source(workspace, MONITOR_FETCH_CONCURRENCY="8", MONITOR_FETCH_PER_HOST="2")
     assert feeds.hits("/slow0.xml") == 1 and len(feeds.requests) == 8
     assert feeds.peak == 2
 
@@ -164,15 +171,14 @@ def test_a_body_that_has_not_changed_is_not_parsed_again(
     reads: list[str] = []
 
     class Counting(Parsing):
-        async def read(self, body: bytes, *, url: str, content_type: str | None):  # type: ignore[no-untyped-def]
+        async def read(self, body: bytes, *, url: str,
+                       content_type: str | None) -> FeedItems:
             reads.append(url)
             return await super().read(body, url=url, content_type=content_type)
 
     async def scenario() -> None:
-        app = app_for(workspace)
-        await app.start()
-        app.poller.parsing = Counting(0)
-        try:
+        async with running(workspace) as app:
+            app.poller.parsing = Counting(0)
             first = await poll_once(app)
             second = await poll_once(app)
             assert [r.status for r in first + second] == [200, 200]
@@ -181,8 +187,6 @@ def test_a_body_that_has_not_changed_is_not_parsed_again(
             feeds.set("/same.xml", rss(dated_items(4, timedelta(hours=1))), conditional=False)
             third = await poll_once(app)
             assert third[0].new == 1 and len(reads) == 2
-        finally:
-            await app.close()
     asyncio.run(scenario())
     assert source_row(workspace, url).last_item_count == 4
 
@@ -335,9 +339,8 @@ def test_sources_taken_but_not_polled_are_given_back_when_the_tick_is_cancelled(
     workspace.write_feeds(*slow)
 
     async def scenario() -> None:
-        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="2", MONITOR_FETCH_PER_HOST="2")
-        await app.start()
-        try:
+        async with running(workspace, MONITOR_FETCH_CONCURRENCY="2",
+                           MONITOR_FETCH_PER_HOST="2") as app:
             tick = asyncio.create_task(app.poll_due())
             while len(feeds.requests) < 2:
                 await asyncio.sleep(0.05)
@@ -355,8 +358,6 @@ def test_sources_taken_but_not_polled_are_given_back_when_the_tick_is_cancelled(
             # And a daemon that is stopping takes no more.
             app.stopping = True
             assert await app.poll_due() == []
-        finally:
-            await app.close()
     asyncio.run(scenario())
 
 
@@ -369,10 +370,8 @@ def test_a_source_waiting_behind_a_slow_host_keeps_its_lease_and_is_fetched_once
     workspace.write_feeds(*urls)
 
     async def scenario() -> None:
-        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="4", MONITOR_FETCH_PER_HOST="1",
-                      MONITOR_FETCH_TIMEOUT="2s", MONITOR_SOURCE_LEASE="3s")
-        await app.start()
-        try:
+        async with running(workspace, MONITOR_FETCH_CONCURRENCY="4", MONITOR_FETCH_PER_HOST="1",
+                           MONITOR_FETCH_TIMEOUT="2s", MONITOR_SOURCE_LEASE="3s") as app:
             # Another instance's view of the database, meanwhile.
             other = Store.open(workspace.env["MONITOR_DATABASE_URL"])
             tick = asyncio.create_task(app.poll_due())
@@ -386,8 +385,6 @@ def test_a_source_waiting_behind_a_slow_host_keeps_its_lease_and_is_fetched_once
             reports = await tick
             assert stolen == []
             assert sorted(r.status for r in reports) == [200] * 6
-        finally:
-            await app.close()
     asyncio.run(scenario())
     assert sorted(p for p, _ in feeds.requests) == sorted(f"/queue{n}.xml" for n in range(6))
 
@@ -399,14 +396,7 @@ def test_a_busy_host_does_not_hold_up_another(workspace: Workspace, feeds: FeedS
     prompt = feeds.set("/prompt.xml", rss(dated_items(1, timedelta(hours=1))))
     workspace.write_feeds(*slow, prompt.replace("127.0.0.1", "localhost"))
 
-    async def scenario() -> list:  # type: ignore[type-arg]
-        app = app_for(workspace, MONITOR_FETCH_CONCURRENCY="3", MONITOR_FETCH_PER_HOST="1")
-        await app.start()
-        try:
-            return await poll_once(app)
-        finally:
-            await app.close()
-    asyncio.run(scenario())
+    poll_every_source(workspace, MONITOR_FETCH_CONCURRENCY="3", MONITOR_FETCH_PER_HOST="1")
     when = {p: t for (p, _), t in zip(feeds.requests, feeds.request_times)}
     # The prompt host was fetched at once, while the busy one's feeds waited for it one by
     # one (without holding the slots the prompt one needed).
@@ -420,14 +410,10 @@ def test_rss_ttl_still_holds_after_a_304(workspace: Workspace, feeds: FeedServer
     workspace.write_feeds(url)
 
     async def scenario() -> None:
-        app = app_for(workspace)
-        await app.start()
-        try:
+        async with running(workspace) as app:
             first = await poll_once(app)
             second = await poll_once(app)
             assert [r.status for r in first + second] == [200, 304]
-        finally:
-            await app.close()
     started = datetime.now(UTC)
     asyncio.run(scenario())
     row = source_row(workspace, url)

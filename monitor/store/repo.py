@@ -300,16 +300,6 @@ class Store:
                 query = query.where(Source.disabled_at.is_(None))
             return [_state(s) for s in session.scalars(query)]
 
-    def due_sources(self, now: datetime) -> list[SourceState]:
-        with Session(self.engine) as session:
-            return [_state(s) for s in session.scalars(self._due(now))]
-
-    @staticmethod
-    def _due(now: datetime) -> Any:
-        return (select(Source).where(Source.active.is_(True), Source.disabled_at.is_(None),
-                                     Source.next_poll_at <= now)
-                .order_by(Source.next_poll_at, Source.id))
-
     def claim_due_sources(self, now: datetime, *, lease: timedelta,
                           limit: int) -> list[SourceState]:
         """Take up to `limit` due sources to poll, leased to this store's instance until
@@ -318,8 +308,11 @@ class Store:
         waits and is polled (`renew_source_leases`); recording the poll ends it. On
         PostgreSQL, rows another instance is taking are skipped, not waited for."""
         with Session(self.engine) as session, session.begin():
-            query = self._due(now).where(or_(Source.leased_until.is_(None),
-                                             Source.leased_until < now)).limit(limit)
+            query = (select(Source)
+                     .where(Source.active.is_(True), Source.disabled_at.is_(None),
+                            Source.next_poll_at <= now,
+                            or_(Source.leased_until.is_(None), Source.leased_until < now))
+                     .order_by(Source.next_poll_at, Source.id).limit(limit))
             if self.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             taken = [_state(s) for s in session.scalars(query)]
