@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from conftest import FeedServer, SlackServer, Workspace, hours_ago, rss
 from monitor import stories
 from monitor.normalize import normalize_entry
 from monitor.store import Outgoing, Store
+from monitor.store.models import Item as ItemRow
 from monitor.stories import (Candidate, Fingerprint, best_match, clean_title, compatible,
                              fingerprint, language, similarity, strip_dateline)
 
@@ -380,17 +381,57 @@ def test_story_lookup_stays_bounded_however_many_items_share_words(tmp_path: Pat
     batch = [outgoing(n, f"{WIRE_TITLE} {n}") for n in range(stories.CANDIDATES + 20)]
     store.save_poll(by_name["A"], new=batch, changed=[], status=200, etag=None,
                     last_modified=None, feed_title=None, now=now, next_poll_at=now)
-    with store.engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT COUNT(*) FROM item_bands").scalar()
-    assert rows == sum(len(out.fingerprint.keys) for out in batch if out.fingerprint)
+    # Every item the poll stored is in the index, under every one of its words.
+    assert len(store.story_index) == len(batch)
     new = outgoing(len(batch), WIRE_TITLE)
-    with Session(store.engine) as session:
-        found = store._story_candidates(session, by_name["B"], new, now + timedelta(hours=1))
-        assert len(found) == stories.CANDIDATES  # all share its words; the cap holds
-        assert not any(c.same_outlet for c in found)
-        assert all(c.same_outlet for c in store._story_candidates(session, by_name["A"], new,
-                                                                  now))
-        # Outside the window nothing is a candidate.
-        assert store._story_candidates(session, by_name["B"], new,
-                                       now + stories.WINDOW + timedelta(minutes=1)) == []
+    view = store.story_index.batch()
+    found = store._story_candidates(view, by_name["B"], new, now + timedelta(hours=1))
+    assert len(found) == stories.CANDIDATES  # all share its words; the cap holds
+    assert not any(c.same_outlet for c in found)
+    assert all(c.same_outlet for c in store._story_candidates(view, by_name["A"], new, now))
+    # Outside the window nothing is a candidate.
+    assert store._story_candidates(view, by_name["B"], new,
+                                   now + stories.WINDOW + timedelta(minutes=1)) == []
     store.close()
+
+
+def test_a_story_another_writer_started_is_found_and_the_window_is_read_back(
+        tmp_path: Path) -> None:
+    """Two processes (here two stores) share a database: each one's index learns what the
+    other wrote, inside its own story transaction; a new process reads the window back."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    one, two = Store.open(url), Store.open(url)
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    one.sync_sources([("https://a.example/feed", "A", timedelta(minutes=10)),
+                      ("https://b.example/feed", "B", timedelta(minutes=10)),
+                      ("https://c.example/feed", "C", timedelta(minutes=10))], now)
+    by_name = {source.name: source for source in one.sources()}
+
+    def outgoing(feed: str, title: str, lead: str) -> Outgoing:
+        item = normalize_entry({"id": f"{feed}-1", "title": title, "summary": lead,
+                                "link": f"https://{feed}.example/story"})
+        return Outgoing(item, (), {}, fingerprint=fingerprint(item.title, item.summary))
+
+    def story_of(store: Store, feed: str) -> int:
+        with store.engine.connect() as conn:
+            return conn.execute(select(ItemRow.story_id).where(
+                ItemRow.guid == f"{feed}-1")).scalar_one()
+
+    def save(store: Store, feed: str, out: Outgoing, at: datetime) -> None:
+        store.save_poll(by_name[feed], new=[out], changed=[], status=200, etag=None,
+                        last_modified=None, feed_title=None, now=at, next_poll_at=at)
+
+    # `two` loads its (empty) window first, so it can only learn of A's item by catching up.
+    save(two, "C", outgoing("c", "Unrelated harvest festival opens in Cusco",
+                            "Farmers gather in Cusco for the annual potato harvest fair."), now)
+    save(one, "A", outgoing("a", WIRE_TITLE, WIRE_LEAD), now + timedelta(minutes=1))
+    save(two, "B", outgoing("b", WIRE_TITLE, WIRE_LEAD), now + timedelta(minutes=2))
+    assert story_of(two, "b") == story_of(one, "a") != story_of(two, "c")
+    assert len(two.story_index) == 3
+    # A third process starts with the window read from the database.
+    three = Store.open(url)
+    with three.engine.begin() as conn:
+        three.story_index.catch_up(conn, now + timedelta(minutes=3))
+    assert len(three.story_index) == 3
+    for store in (one, two, three):
+        store.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, \
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, \
     String, Text, UniqueConstraint, text, true
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -104,7 +104,7 @@ class Item(Base):
     author: Mapped[str | None] = mapped_column(String(200))
     language: Mapped[str | None] = mapped_column(String(35))
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     content_hash: Mapped[str] = mapped_column(String(64))
     # sha256 of the canonical link: items sharing it are one story, whatever their source.
@@ -129,21 +129,6 @@ class ItemKey(Base):
                                            primary_key=True)
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
-
-
-class ItemBand(Base):
-    """The words (as 64-bit keys) an item's story is looked up by: recent items sharing
-    several of them are candidates for being the same story (monitor.stories). The column keeps
-    its first name, `band`, from when the keys were MinHash bands."""
-
-    __tablename__ = "item_bands"
-    # Covering: the story lookup reads item ids from the index alone.
-    __table_args__ = (Index("ix_item_bands_band", "band", "created_at", "item_id"),)
-
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"),
-                                         primary_key=True)
-    band: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Alert(Base):

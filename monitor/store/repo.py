@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, Integer, and_, bindparam, case, func, or_, select, text, \
-    update
+from sqlalchemy import Connection, Engine, Integer, and_, bindparam, case, func, or_, select, \
+    text, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -26,7 +26,8 @@ from monitor import stories
 from monitor.normalize import Item as NormalizedItem
 from monitor.stories import Fingerprint
 from monitor.store.db import create_db_engine, migrate
-from monitor.store.models import Alert, AlertAttempt, Item, ItemBand, ItemKey, Source, Story
+from monitor.store.models import Alert, AlertAttempt, Item, ItemKey, Source, Story
+from monitor.store.storyindex import Batch, Entry, StoryIndex
 
 STORY_LOCK = 0x6D6F6E69746F72  # PostgreSQL advisory lock key for story assignment
 SOURCES_LOCK = 0x6D6F6E73726373  # … and for making the sources follow feeds.yaml
@@ -233,6 +234,7 @@ class Store:
         self.dialect = engine.dialect.name
         # Names this process in the leases it takes on sources.
         self.instance = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.story_index = StoryIndex()  # the story window, for this process's writes
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
@@ -307,20 +309,25 @@ class Store:
         taken again once the lease has passed. The poller renews the lease while a source
         waits and is polled (`renew_source_leases`); recording the poll ends it. On
         PostgreSQL, rows another instance is taking are skipped, not waited for."""
-        with Session(self.engine) as session, session.begin():
-            query = (select(Source)
-                     .where(Source.active.is_(True), Source.disabled_at.is_(None),
-                            Source.next_poll_at <= now,
-                            or_(Source.leased_until.is_(None), Source.leased_until < now))
-                     .order_by(Source.next_poll_at, Source.id).limit(limit))
-            if self.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            taken = [_state(s) for s in session.scalars(query)]
-            if taken:
-                session.execute(update(Source).where(Source.id.in_([s.id for s in taken]))
-                                .values(leased_until=now + lease, leased_by=self.instance)
-                                .execution_options(synchronize_session=False))
-            return taken
+        # One statement (a Core UPDATE … RETURNING, no ORM objects): a cycle over a thousand
+        # due sources takes dozens of these.
+        table = Source.__table__
+        due = (select(table.c.id)
+               .where(table.c.active.is_(True), table.c.disabled_at.is_(None),
+                      table.c.next_poll_at <= now,
+                      or_(table.c.leased_until.is_(None), table.c.leased_until < now))
+               .order_by(table.c.next_poll_at, table.c.id).limit(limit))
+        if self.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        due_ids = due.cte("due")  # evaluated once (PostgreSQL never inlines a locking CTE)
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                update(table).where(table.c.id == due_ids.c.id)
+                .values(leased_until=now + lease, leased_by=self.instance)
+                .returning(*table.c)).all()
+        # RETURNING keeps no order. A row has the model's attribute names.
+        return [_state(row)  # type: ignore[arg-type]
+                for row in sorted(rows, key=lambda r: (r.next_poll_at, r.id))]
 
     def renew_source_leases(self, source_ids: Sequence[int], until: datetime) -> None:
         """Keep the sources this instance is still working on (its heartbeat)."""
@@ -449,48 +456,57 @@ class Store:
                   item_count: int | None = None, interval: timedelta | None = None,
                   ttl_seconds: int | None = None) -> SaveOutcome:
         """Record a successful poll in one transaction: new items, edited items, their alerts
-        and the source's state. An item another writer recorded first raises no alert here."""
+        and the source's state. An item another writer recorded first raises no alert here.
+        New items are written a poll at a time (a few statements, not a few per item); their
+        stories are chosen first, each item seeing the ones before it."""
         inserted = updated = alerts = 0
-        with Session(self.engine) as session, session.begin():
-            if self.dialect == "postgresql":
-                # Story assignment reads then writes: one writer at a time, as SQLite's
-                # BEGIN IMMEDIATE already ensures.
-                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": STORY_LOCK})
-            for out in new:
-                story_id = self._story_for(session, source, out, now)
-                item_id = session.execute(
-                    self._insert(Item).values(**self._item_values(out), source_id=source.id,
-                                              identity=out.item.identity, story_id=story_id,
-                                              first_seen_at=now, updated_at=now)
-                    .on_conflict_do_nothing(index_elements=["source_id", "identity"])
-                    .returning(Item.id)).scalar()
-                if item_id is None:
-                    continue
-                inserted += 1
-                self._remember(session, source.id, item_id, out, now)
-                alerts += self._enqueue(session, story_id, item_id, out.alerts, now)
-            for out in changed:
-                story_id = session.execute(select(Item.story_id).where(
-                    Item.id == out.item_id)).scalar()
-                if story_id is None:
-                    continue
-                session.execute(update(Item).where(Item.id == out.item_id).values(
-                    **self._item_values(out), updated_at=now))
-                self._remember(session, source.id, out.item_id, out, now, bands=False)
-                updated += 1
-                alerts += self._enqueue(session, story_id, out.item_id, out.alerts, now)
-            values: dict[str, Any] = dict(
-                last_polled_at=now, last_success_at=now, last_status=status, last_error=None,
-                consecutive_failures=0, next_poll_at=next_poll_at, etag=etag,
-                last_modified=last_modified, failing_since=None, body_hash=body_hash,
-                last_item_count=item_count, ttl_seconds=ttl_seconds, **self._unleased())
-            if interval is not None:
-                values["current_interval_seconds"] = int(interval.total_seconds())
-            if feed_title:
-                values["feed_title"] = feed_title[:300]
-            if source.first_polled_at is None:
-                values["first_polled_at"] = now
-            session.execute(update(Source).where(Source.id == source.id).values(**values))
+        # The index lock, then the database's: this process's writers take turns at the
+        # index, which learns what a transaction wrote only once it has committed.
+        with self.story_index.lock:
+            with self.engine.begin() as connection:
+                if self.dialect == "postgresql":
+                    # Story assignment reads then writes: one writer at a time, as SQLite's
+                    # BEGIN IMMEDIATE already ensures.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                       {"k": STORY_LOCK})
+                batch = None
+                if new:
+                    self.story_index.catch_up(connection, now)
+                    batch = self.story_index.batch()
+                    story_ids, provisional, started = self._stories_for(connection, batch, source,
+                                                                        new, now)
+                    item_ids = self._insert_items(connection, source, new, story_ids, now)
+                    inserted = len(item_ids)
+                    for position, out in enumerate(new):
+                        item_id = item_ids.get(position)
+                        if item_id is not None and out.alerts:
+                            alerts += self._enqueue(connection, story_ids[position], item_id,
+                                                    out.alerts, now)
+                for out in changed:
+                    story_id = connection.execute(select(Item.story_id).where(
+                        Item.id == out.item_id)).scalar()
+                    if story_id is None:
+                        continue
+                    connection.execute(update(Item).where(Item.id == out.item_id).values(
+                        **self._item_values(out), updated_at=now))
+                    self._remember(connection, source.id, [(out.item_id, out)])
+                    updated += 1
+                    alerts += self._enqueue(connection, story_id, out.item_id, out.alerts, now)
+                values: dict[str, Any] = dict(
+                    last_polled_at=now, last_success_at=now, last_status=status, last_error=None,
+                    consecutive_failures=0, next_poll_at=next_poll_at, etag=etag,
+                    last_modified=last_modified, failing_since=None, body_hash=body_hash,
+                    last_item_count=item_count, ttl_seconds=ttl_seconds, **self._unleased())
+                if interval is not None:
+                    values["current_interval_seconds"] = int(interval.total_seconds())
+                if feed_title:
+                    values["feed_title"] = feed_title[:300]
+                if source.first_polled_at is None:
+                    values["first_polled_at"] = now
+                connection.execute(update(Source).where(Source.id == source.id).values(**values))
+            if batch is not None:  # committed: now the index may hold these items
+                batch.commit({p: item_ids[n] for n, p in enumerate(provisional)
+                              if p is not None and n in item_ids}, started)
         return SaveOutcome(new=inserted, updated=updated, alerts=alerts)
 
     @staticmethod
@@ -508,88 +524,113 @@ class Store:
                           story_text=out.fingerprint.text)
         return values
 
-    def _story_for(self, session: Session, source: SourceState, out: Outgoing,
-                   now: datetime) -> int:
+    def _stories_for(self, connection: Connection, batch: Batch, source: SourceState,
+                     new: Sequence[Outgoing], now: datetime
+                     ) -> tuple[list[int], list[int | None], dict[int, int]]:
+        """The story of each new item (`_story_for`); the provisional id under which the
+        batch knows each fingerprinted item; and the stories the items start, inserted
+        together, as provisional (negative) id -> real id."""
+        digests = [link_hash(out.item) for out in new]
+        linked = self._linked_stories(connection, {d for d in digests if d})
+        started: dict[int, str] = {}  # provisional story id -> key
+        chosen, provisional = [], []
+        for out, digest in zip(new, digests):
+            story_id = self._story_for(batch, source, out, now, digest, linked, started)
+            chosen.append(story_id)
+            provisional.append(None if out.fingerprint is None else batch.add(Entry(
+                story_id, now, source.id, out.item.publisher or "", out.fingerprint)))
+        real = self._insert_stories(connection, started, now)
+        return [real.get(s, s) for s in chosen], provisional, real
+
+    def _linked_stories(self, connection: Connection, digests: set[str]) -> dict[str, int]:
+        """The stories already holding these canonical links (at any age)."""
+        found: dict[str, int] = {}
+        ordered = sorted(digests)
+        for start in range(0, len(ordered), 500):
+            for digest, story_id in connection.execute(
+                    select(Item.link_hash, func.min(Item.story_id))
+                    .where(Item.link_hash.in_(ordered[start:start + 500]))
+                    .group_by(Item.link_hash)):
+                found[digest] = story_id
+        return found
+
+    def _story_for(self, batch: Batch, source: SourceState, out: Outgoing, now: datetime,
+                   digest: str | None, linked: dict[str, int], started: dict[int, str]) -> int:
         """The story a new item belongs to: the one already holding its canonical link, else
         the one its recent look-alikes belong to (as `monitor.stories` judges), else a new
-        story."""
-        digest = link_hash(out.item)
-        if digest is not None:
-            story_id = session.execute(select(Item.story_id).where(Item.link_hash == digest)
-                                       .limit(1)).scalar()
-            if story_id is not None:
-                return story_id
+        story (a provisional negative id until it is inserted)."""
+        if digest is not None and digest in linked:
+            return linked[digest]
         if out.fingerprint is not None:
             match = stories.best_match(out.fingerprint,
-                                       self._story_candidates(session, source, out, now))
+                                       self._story_candidates(batch, source, out, now))
             if match is not None:
                 out.fingerprint.weak = match.weak  # kept with the item's signature
+                if digest is not None:
+                    linked.setdefault(digest, match.story_id)
                 return match.story_id
         key = _sha(f"url:{out.item.canonical_url}" if digest else
                    f"item:{source.id}:{out.item.identity}")
-        session.execute(self._insert(Story).values(key=key, created_at=now)
-                        .on_conflict_do_nothing(index_elements=["key"]))
-        return session.execute(select(Story.id).where(Story.key == key)).scalar_one()
+        story_id = -1 - len(started)
+        started[story_id] = key
+        if digest is not None:
+            linked[digest] = story_id
+        return story_id
 
-    def _story_candidates(self, session: Session, source: SourceState, out: Outgoing,
+    def _story_candidates(self, batch: Batch, source: SourceState, out: Outgoing,
                           now: datetime) -> list[stories.Candidate]:
-        """Recent items sharing at least `MIN_SHARED_KEYS` indexed words with the new item,
-        those sharing most first, at most `CANDIDATES` of them. Each word contributes only its
-        `POSTINGS_PER_KEY` most recent items, so however full the window, a common word costs
-        no more than a rare one and the work per new item stays bounded."""
+        """Recent items sharing words with the new one (`StoryIndex`), as `best_match`
+        compares them."""
         assert out.fingerprint is not None
-        # Always KEYS words, padded with one no item has, so that one statement serves all.
-        keys = [*out.fingerprint.keys,
-                *[stories.NO_KEY] * (stories.KEYS - len(out.fingerprint.keys))]
-        params: dict[str, Any] = {f"k{n}": key for n, key in enumerate(keys)}
-        rows = session.execute(self._candidate_query(), dict(params, since=now - stories.WINDOW))
-        candidates = []
-        for row in rows:
-            stored = Fingerprint.stored(row.story_text or "", row.fingerprint or b"")
-            if stored is not None:
-                candidates.append(stories.Candidate(
-                    row.story_id, stored, now - row.first_seen_at,
-                    same_outlet=row.source_id == source.id
-                    and (row.publisher or "") == (out.item.publisher or "")))
-        return candidates
+        publisher = out.item.publisher or ""
+        return [stories.Candidate(entry.story_id, entry.fingerprint, now - entry.first_seen_at,
+                                  same_outlet=entry.source_id == source.id
+                                  and entry.publisher == publisher)
+                for _, entry in batch.candidates(out.fingerprint, now)]
 
-    _candidate_statement: Any = None  # built once: SQLAlchemy then caches its compiled form
+    def _insert_stories(self, connection: Connection, keys: dict[int, str],
+                        now: datetime) -> dict[int, int]:
+        """Insert the stories new items start; provisional id -> real id."""
+        if not keys:
+            return {}
+        connection.execute(self._insert(Story).on_conflict_do_nothing(index_elements=["key"]),
+                           [{"key": key, "created_at": now} for key in keys.values()])
+        ids: dict[str, int] = {}
+        ordered = sorted(set(keys.values()))
+        for start in range(0, len(ordered), 500):
+            ids.update(connection.execute(select(Story.key, Story.id).where(
+                Story.key.in_(ordered[start:start + 500]))).all())
+        return {provisional: ids[key] for provisional, key in keys.items()}
 
-    @classmethod
-    def _candidate_query(cls) -> Any:
-        if cls._candidate_statement is None:
-            since = bindparam("since", type_=ItemBand.created_at.type)
-            per_key = [select(ItemBand.item_id)
-                       .where(ItemBand.band == bindparam(f"k{n}"), ItemBand.created_at >= since)
-                       .order_by(ItemBand.created_at.desc()).limit(stories.POSTINGS_PER_KEY)
-                       .subquery() for n in range(stories.KEYS)]
-            postings = select(per_key[0].c.item_id).union_all(
-                *(select(sub.c.item_id) for sub in per_key[1:])).subquery()
-            shared = (select(postings.c.item_id).group_by(postings.c.item_id)
-                      .having(func.count() >= stories.MIN_SHARED_KEYS)
-                      .order_by(func.count().desc(), postings.c.item_id.desc())
-                      .limit(stories.CANDIDATES).subquery())
-            cls._candidate_statement = (
-                select(Item.story_id, Item.fingerprint, Item.story_text, Item.first_seen_at,
-                       Item.source_id, Item.publisher)
-                .join(shared, shared.c.item_id == Item.id).order_by(Item.id))
-        return cls._candidate_statement
+    def _insert_items(self, connection: Connection, source: SourceState,
+                      new: Sequence[Outgoing], story_ids: list[int],
+                      now: datetime) -> dict[int, int]:
+        """Insert new items and their keys; position in `new` -> item id, for those that
+        were not already there (another writer got there first)."""
+        rows = [dict(self._item_values(out), source_id=source.id, identity=out.item.identity,
+                     story_id=story_id, first_seen_at=now, updated_at=now)
+                for out, story_id in zip(new, story_ids)]
+        defaults = {"fingerprint": None, "story_text": None}
+        rows = [defaults | row for row in rows]  # executemany: one set of columns
+        by_identity = dict(connection.execute(
+            self._insert(Item).on_conflict_do_nothing(index_elements=["source_id", "identity"])
+            .returning(Item.identity, Item.id), rows).all())
+        position = {out.item.identity: n for n, out in enumerate(new)}
+        ids = {position[identity]: item_id for identity, item_id in by_identity.items()}
+        self._remember(connection, source.id, [(ids[n], out) for n, out in enumerate(new)
+                                               if n in ids])
+        return ids
 
-    def _remember(self, session: Session, source_id: int, item_id: int, out: Outgoing,
-                  now: datetime, *, bands: bool = True) -> None:
-        """Record the item's keys (and, when new, the words its story is found by) for later
-        recognition."""
+    def _remember(self, connection: Connection, source_id: int,
+                  items: Sequence[tuple[int, Outgoing]]) -> None:
+        """Record the items' keys, for recognising them when they come back."""
         keys = [{"source_id": source_id, "key_hash": _sha(k), "item_id": item_id}
-                for k in out.item.keys]
+                for item_id, out in items for k in out.item.keys]
         if keys:
-            session.execute(self._insert(ItemKey).values(keys).on_conflict_do_nothing(
-                index_elements=["source_id", "key_hash"]))
-        if bands and out.fingerprint is not None:
-            session.execute(self._insert(ItemBand.__table__).on_conflict_do_nothing(), [
-                {"item_id": item_id, "band": key, "created_at": now}
-                for key in out.fingerprint.keys])
+            connection.execute(self._insert(ItemKey).on_conflict_do_nothing(
+                index_elements=["source_id", "key_hash"]), keys)
 
-    def _enqueue(self, session: Session, story_id: int, item_id: int,
+    def _enqueue(self, connection: Connection, story_id: int, item_id: int,
                  alerts: dict[str, Planned], now: datetime) -> int:
         """One alert per (story, destination). For a destination that threads, a later copy
         of a story whose alert is already out becomes a reply under it."""
@@ -598,7 +639,7 @@ class Store:
             values = dict(story_id=story_id, item_id=item_id, destination=destination,
                           rules=plan.rules, status="pending", attempts=0, created_at=now,
                           next_attempt_at=plan.not_before or now, urgent=plan.urgent)
-            alert_id = session.execute(
+            alert_id = connection.execute(
                 self._insert(Alert).values(**values)
                 .on_conflict_do_nothing(index_elements=["story_id", "destination"],
                                         index_where=Alert.parent_id.is_(None))
@@ -608,7 +649,7 @@ class Store:
                 continue
             if not plan.threads:
                 continue
-            parent = session.execute(select(Alert.id, Alert.status, Alert.item_id).where(
+            parent = connection.execute(select(Alert.id, Alert.status, Alert.item_id).where(
                 Alert.story_id == story_id, Alert.destination == destination,
                 Alert.parent_id.is_(None))).one_or_none()
             # Still waiting to go: the first alert will name this copy under "Also reported by".
@@ -616,7 +657,7 @@ class Store:
                     or parent.item_id == item_id:
                 continue
             values.update(parent_id=parent.id, next_attempt_at=now)
-            reply_id = session.execute(
+            reply_id = connection.execute(
                 self._insert(Alert).values(**values)
                 .on_conflict_do_nothing(index_elements=["item_id", "destination"],
                                         index_where=Alert.parent_id.is_not(None))

@@ -1,0 +1,181 @@
+"""Which recent items a new one may share a story with: an index, in memory, of the items of
+the story window (`stories.WINDOW`) by the words their stories are found by.
+
+The database stays the truth. Every stored item's fingerprint carries its words
+(`Fingerprint.key_hashes`), so the index is filled from the items table when first needed and
+brought up to date inside each story transaction with what other writers (other instances,
+`monitor run --once`) stored since. Items are written under the story lock (SQLite's write
+lock, a PostgreSQL advisory lock), so their ids grow in commit order and one watermark says
+what this process has not seen yet.
+
+Each word keeps only its `POSTINGS_PER_KEY` most recent items, so a common word costs no more
+than a rare one, and a candidate must share `MIN_SHARED_KEYS` words with the new item; the
+`CANDIDATES` sharing most are compared. Items older than the window are dropped as it moves.
+
+What lives elsewhere: similarity and vetoes (`monitor.stories`), and writing items
+(`Store.save_poll`, which uses a `Batch` so that items of one poll see each other before they
+are committed, and commits the batch here only once the transaction has).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import chain
+
+import numpy as np
+from sqlalchemy import Connection, func, select
+
+from monitor import stories
+from monitor.stories import Fingerprint
+from monitor.store.models import Item
+
+PRUNE_EVERY = timedelta(minutes=10)  # how often entries that left the window are dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A recent item as story lookup needs it."""
+
+    story_id: int
+    first_seen_at: datetime
+    source_id: int
+    publisher: str
+    fingerprint: Fingerprint
+
+
+class StoryIndex:
+    def __init__(self) -> None:
+        self._entries: dict[int, Entry] = {}
+        self._postings: dict[int, list[int]] = {}
+        self._watermark: int | None = None  # the highest item id read; None: nothing loaded
+        self._pruned_at: datetime | None = None
+        self.lock = threading.Lock()  # held by a writer from its transaction to `commit`
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def catch_up(self, connection: Connection, now: datetime) -> None:
+        """Read what other writers stored since this process last looked (the whole window,
+        the first time). Call inside the story transaction, before looking anything up."""
+        since = now - stories.WINDOW
+        query = select(Item.id, Item.story_id, Item.first_seen_at, Item.source_id,
+                       Item.publisher, Item.fingerprint, Item.story_text)
+        if self._watermark is None:
+            newest = connection.execute(select(func.max(Item.id))).scalar() or 0
+            self._watermark = newest
+            rows = connection.execute(query.where(Item.first_seen_at >= since,
+                                                  Item.id <= newest).order_by(Item.id))
+        else:
+            rows = connection.execute(query.where(Item.id > self._watermark)
+                                      .order_by(Item.id))
+        for row in rows:
+            self._watermark = max(self._watermark, row.id)
+            if row.fingerprint is None or row.first_seen_at < since:
+                continue
+            stored = Fingerprint.stored(row.story_text or "", row.fingerprint)
+            if stored is not None:
+                self._add(row.id, Entry(row.story_id, row.first_seen_at, row.source_id,
+                                        row.publisher or "", stored))
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self._prune(since)
+            self._pruned_at = now
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    def _add(self, item_id: int, entry: Entry) -> None:
+        if item_id in self._entries:
+            return
+        self._entries[item_id] = entry
+        cap = stories.POSTINGS_PER_KEY
+        for key in entry.fingerprint.key_hashes.tolist():
+            posting = self._postings.get(key)
+            if posting is None:
+                self._postings[key] = [item_id]
+                continue
+            posting.append(item_id)
+            if len(posting) >= 2 * cap:  # trimmed now and then, not at every append
+                del posting[:-cap]
+
+    def _prune(self, since: datetime) -> None:
+        gone = {i for i, e in self._entries.items() if e.first_seen_at < since}
+        if not gone:
+            return
+        for item_id in gone:
+            del self._entries[item_id]
+        for key in list(self._postings):
+            kept = [i for i in self._postings[key] if i not in gone]
+            if kept:
+                self._postings[key] = kept
+            else:
+                del self._postings[key]
+
+
+class Batch:
+    """The index as one transaction sees it: what is committed, and the items this
+    transaction has chosen stories for so far (under ids and story ids of its own until the
+    rows exist). `commit` adds them to the index once the transaction has committed."""
+
+    def __init__(self, index: StoryIndex):
+        self.index = index
+        self._pending: dict[int, Entry] = {}  # provisional item id -> entry
+        self._postings: dict[int, list[int]] = {}
+        # Provisional ids come after every committed one, as the real ones will.
+        self._next = (index._watermark or 0) + 1
+
+    def add(self, entry: Entry) -> int:
+        """An item of this transaction; returns the provisional id it is known by."""
+        item_id, self._next = self._next, self._next + 1
+        self._pending[item_id] = entry
+        for key in entry.fingerprint.key_hashes.tolist():
+            self._postings.setdefault(key, []).append(item_id)
+        return item_id
+
+    def entry(self, item_id: int) -> Entry:
+        return self._pending.get(item_id) or self.index._entries[item_id]
+
+    def candidates(self, print_: Fingerprint, now: datetime) -> Iterator[tuple[int, Entry]]:
+        """Items of the window sharing at least `MIN_SHARED_KEYS` words with `print_`, those
+        sharing most first (the most recent among equals), at most `CANDIDATES`, returned in
+        arrival order."""
+        cap = stories.POSTINGS_PER_KEY
+        committed, pending = self.index._postings, self._postings
+        empty: list[int] = []
+
+        def recent(key: int) -> list[int]:
+            mine = pending.get(key)
+            if mine is None:
+                return committed.get(key, empty)[-cap:]
+            return (committed.get(key, empty) + mine)[-cap:]
+
+        ids = np.fromiter(chain.from_iterable(map(recent, print_.key_hashes.tolist())),
+                          dtype=np.int64)
+        found, shared = np.unique(ids, return_counts=True)
+        enough = shared >= stories.MIN_SHARED_KEYS
+        found, shared = found[enough], shared[enough]
+        since = now - stories.WINDOW
+        chosen: list[int] = []
+        # Most shared words first, the most recent first among equals.
+        for item_id in found[np.lexsort((-found, -shared))].tolist():
+            if self.entry(item_id).first_seen_at >= since:
+                chosen.append(item_id)
+                if len(chosen) == stories.CANDIDATES:
+                    break
+        for item_id in sorted(chosen):
+            yield item_id, self.entry(item_id)
+
+    def commit(self, ids: dict[int, int], story_ids: dict[int, int]) -> None:
+        """The transaction has committed: provisional item ids became `ids` (those missing
+        were not inserted) and provisional story ids `story_ids`."""
+        index = self.index
+        for provisional, entry in self._pending.items():
+            item_id = ids.get(provisional)
+            if item_id is None:
+                continue
+            index._add(item_id, Entry(story_ids.get(entry.story_id, entry.story_id),
+                                      entry.first_seen_at, entry.source_id, entry.publisher,
+                                      entry.fingerprint))
+            index._watermark = max(index._watermark or 0, item_id)
