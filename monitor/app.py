@@ -13,16 +13,16 @@ import signal
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.dispatch import DeliveryReport, Dispatcher
-from monitor.fetch import Fetcher
 from monitor.logs import log
 from monitor.notify import Notifier, build_notifiers, default_destinations
 from monitor.errors import RulesError
 from monitor.notify.message import source_notice
-from monitor.pipeline import Compiled, Parsing, Poller, PollReport, Routing, compile_ruleset, \
+from monitor.pipeline import Compiled, Poller, PollReport, Routing, compile_ruleset, \
     parse_processes, utcnow
 from monitor.rules import RuleSet, fingerprint, load_rules
 from monitor.settings import Settings
 from monitor.store import FeedRow, SourceState, Store
+from monitor.workers import Fetching
 
 
 class App:
@@ -30,8 +30,7 @@ class App:
         self.settings = settings
         self.ruleset: RuleSet | None = None
         self.store: Store | None = None
-        self.fetcher: Fetcher | None = None
-        self.parsing: Parsing | None = None
+        self.fetching: Fetching | None = None
         self.stopping = False  # set on SIGTERM/SIGINT: finish what is under way, take no more
         self.scheduler: AsyncIOScheduler | None = None  # the daemon's (not burst mode's)
         self.notifiers: dict[str, Notifier] = {}
@@ -52,10 +51,9 @@ class App:
                                destinations_by_name={n: d for n, d in self.destinations.items()
                                                      if n in self.notifiers})
         await self._adopt(compiled)
-        self.fetcher = Fetcher(settings)
-        self.parsing = Parsing(parse_processes(settings))
-        self.poller = Poller(settings, self.store, self.fetcher, compiled, self.routing,
-                             parsing=self.parsing, notice=self.tell_operator)
+        self.fetching = Fetching(settings, parse_processes(settings))
+        self.poller = Poller(settings, self.store, self.fetching, compiled, self.routing,
+                             notice=self.tell_operator)
         self.dispatcher = Dispatcher(settings, self.store, self.notifiers, self.destinations)
         log.info("monitor started", sources=len(self.ruleset.feeds),
                  rules=len(self.ruleset.rules), destinations=",".join(self.routing.default),
@@ -126,10 +124,8 @@ class App:
             await self.reload()
 
     async def close(self) -> None:
-        if self.fetcher is not None:
-            await self.fetcher.aclose()
-        if self.parsing is not None:
-            self.parsing.close()
+        if self.fetching is not None:
+            await self.fetching.aclose()
         for notifier in self.notifiers.values():
             await notifier.aclose()
         if self.store is not None:

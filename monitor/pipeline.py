@@ -9,15 +9,10 @@ items that raise them (`Store.save_poll`), so a crash can lose neither.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import multiprocessing
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,16 +20,16 @@ from monitor.destinations import Destination
 from monitor.cadence import CLOCK_SKEW, Bounds, Hints, after_content, after_nothing_new, \
     failure_backoff, next_poll
 from monitor.errors import FetchError, TransientFetchError
-from monitor.fetch import Fetcher, FetchResult
+from monitor.fetch import FetchResult
 from monitor.logs import log
 from monitor.engine import Engine
 from monitor.match import RuleMatch
 from monitor.normalize import Item
-from monitor.parse import FeedItems, read_feed, worker_init
 from monitor.rules import Rule, RuleSet
 from monitor.settings import Settings
 from monitor.store import Outgoing, Planned, SourceState, Store, Unchanged
-from monitor.stories import fingerprint
+from monitor.stories import Fingerprint
+from monitor.workers import Fetched, FetchRequest, Fetching
 
 FLUSH_DELAY = 0.2  # seconds: quiet polls are written together, once this long has passed
 
@@ -109,41 +104,6 @@ def compile_ruleset(ruleset: RuleSet) -> Compiled:
                     {feed.url: tuple(feed.tags) for feed in ruleset.feeds})
 
 
-class Parsing:
-    """Where feeds are parsed and normalised: in worker processes (feedparser is CPU-bound, and
-    the event loop, matching and the store keep the main process busy), or in a thread when
-    there is no spare core. A worker that dies is replaced; the feed it was reading fails."""
-
-    def __init__(self, processes: int):
-        self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
-
-    async def read(self, body: bytes, *, url: str, content_type: str | None) -> FeedItems:
-        call = partial(read_feed, body, url=url, content_type=content_type)
-        if self.processes == 0:
-            return await asyncio.to_thread(call)
-        if self._pool is None:
-            # spawn, not fork: forking a process that runs threads can copy a held lock.
-            self._pool = ProcessPoolExecutor(self.processes,
-                                             mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=worker_init, initargs=(os.getpid(),))
-        pool = self._pool
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, call)
-        except BrokenProcessPool:
-            if self._pool is pool:  # not already replaced by another feed's read
-                log.error("a feed-parsing process died; starting another", url=url)
-                self._pool = None
-                pool.shutdown(wait=False)
-            raise TransientFetchError(url, "the feed parser's process died while reading "
-                                      "this feed") from None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-
 def parse_processes(settings: Settings) -> int:
     if settings.parse_processes is not None:
         return settings.parse_processes
@@ -155,15 +115,13 @@ Notice = Callable[[SourceState, str, str], Awaitable[None]]
 
 
 class Poller:
-    def __init__(self, settings: Settings, store: Store, fetcher: Fetcher,
-                 compiled: Compiled, routing: Routing, *, parsing: Parsing | None = None,
-                 notice: Notice | None = None):
+    def __init__(self, settings: Settings, store: Store, fetching: Fetching,
+                 compiled: Compiled, routing: Routing, *, notice: Notice | None = None):
         self.settings = settings
         self.store = store
-        self.fetcher = fetcher
+        self.fetching = fetching
         self.routing = routing
         self.compiled = compiled
-        self.parsing = parsing or Parsing(0)
         self.notice = notice
         self.bounds = Bounds(*settings.poll_bounds)
         # A slot is held from fetch to store, so at most this many bodies are in memory.
@@ -212,17 +170,18 @@ class Poller:
         await self._failed(source, failure, now)
         return PollReport(source.label, failure.status, error=failure.reason)
 
-    async def _fetch(self, source: SourceState) -> FetchResult:
-        """Fetch within the source's host's limit, then hold one of the global slots, which
-        the caller releases once the result is stored. Waiting for a busy host holds no
-        global slot, so one slow publisher cannot hold up the others."""
+    async def _fetch(self, source: SourceState) -> Fetched:
+        """Fetch and read within the source's host's limit, then hold one of the global
+        slots, which the caller releases once the result is stored. Waiting for a busy host
+        holds no global slot, so one slow publisher cannot hold up the others."""
         host = urlsplit(source.url).hostname or ""
         per_host = self._hosts.setdefault(host, asyncio.Semaphore(self.settings.fetch_per_host))
         async with per_host:
             await self._slots.acquire()
             try:
-                return await self.fetcher.fetch(source.url, etag=source.etag,
-                                                last_modified=source.last_modified)
+                return await self.fetching.fetch(FetchRequest(
+                    source.url, etag=source.etag, last_modified=source.last_modified,
+                    body_hash=source.body_hash))
             except BaseException:
                 self._slots.release()
                 raise
@@ -248,24 +207,14 @@ class Poller:
                     failing_for >= self.settings.source_alert_after):
             await self._tell(source, "disabled" if gone else "failing", failure.reason)
 
-    async def _take(self, source: SourceState, fetched: FetchResult,
+    async def _take(self, source: SourceState, fetched: Fetched,
                     now: datetime) -> PollReport:
         """What a fetched feed brings: nothing (304, or the same body again), or items."""
-        if fetched.not_modified:
-            return await self._nothing_new(source, fetched, now)
-        assert fetched.body is not None
-        body_hash = hashlib.sha256(fetched.body).hexdigest()
-        if body_hash == source.body_hash:
-            # The server ignores conditional GET but the feed has not changed: no parsing.
-            return await self._nothing_new(source, fetched, now)
-        # Parsed against the feed's URL before redirects (the configured one, or the feed its
-        # page links to): a redirect must not change how relative GUIDs resolve, or every
-        # item would look new.
-        read = await self.parsing.read(fetched.body, url=fetched.feed_url or source.url,
-                                       content_type=fetched.content_type)
-        items, feed = read.items, read.feed
+        if fetched.read is None:
+            return await self._nothing_new(source, fetched.result, now)
+        items, feed = fetched.read.items, fetched.read.feed
         known = await asyncio.to_thread(self.store.known_items, source.id, items)
-        new, changed = self._triage(source, items, known, now)
+        new, changed = self._triage(source, items, fetched.prints, known, now)
         if source.pinned:
             interval = source.interval
         elif new:
@@ -274,20 +223,21 @@ class Poller:
         else:  # a changed body with nothing new in it
             interval = after_nothing_new(source.polling_interval, self.bounds)
         ttl = timedelta(minutes=feed.ttl_minutes) if feed.ttl_minutes else None
-        hints = Hints(ttl=ttl, max_age=self._max_age(fetched))
+        result = fetched.result
+        hints = Hints(ttl=ttl, max_age=self._max_age(result))
         async with self._writing:
             outcome = await asyncio.to_thread(
-                self.store.save_poll, source, new=new, changed=changed, status=fetched.status,
-                etag=fetched.etag, last_modified=fetched.last_modified, feed_title=feed.title,
+                self.store.save_poll, source, new=new, changed=changed, status=result.status,
+                etag=result.etag, last_modified=result.last_modified, feed_title=feed.title,
                 now=now, next_poll_at=self._next(source, interval, now, hints),
-                body_hash=body_hash, item_count=len(items),
+                body_hash=fetched.body_hash, item_count=len(items),
                 interval=None if source.pinned else interval,
                 ttl_seconds=int(ttl.total_seconds()) if ttl else None)
-        log.info("feed fetched", url=source.url, status=fetched.status, items=len(items),
+        log.info("feed fetched", url=source.url, status=result.status, items=len(items),
                  new=outcome.new, updated=outcome.updated, alerts=outcome.alerts,
-                 ms=fetched.elapsed_ms, **({"problem": feed.problem} if feed.problem else {}))
+                 ms=result.elapsed_ms, **({"problem": feed.problem} if feed.problem else {}))
         await self._recovered(source)
-        return PollReport(source.label, fetched.status, new=outcome.new,
+        return PollReport(source.label, result.status, new=outcome.new,
                           updated=outcome.updated, alerts=outcome.alerts)
 
     async def _nothing_new(self, source: SourceState, fetched: FetchResult,
@@ -339,7 +289,8 @@ class Poller:
     def _max_age(fetched: FetchResult) -> timedelta | None:
         return timedelta(seconds=fetched.max_age) if fetched.max_age else None
 
-    def _triage(self, source: SourceState, items: list[Item], known: dict[str, Any],
+    def _triage(self, source: SourceState, items: list[Item],
+                prints: Sequence[Fingerprint | None], known: dict[str, Any],
                 now: datetime) -> tuple[list[Outgoing], list[Outgoing]]:
         """New items are matched (or recorded quietly on a first poll when older than the
         look-back) and fingerprinted for story grouping; an edited item is matched again
@@ -349,12 +300,11 @@ class Poller:
         cutoff = now - self.settings.first_poll_lookback
         new: list[Outgoing] = []
         changed: list[Outgoing] = []
-        for item in items:
+        for item, print_ in zip(items, prints, strict=True):
             previous = known.get(item.identity)
             if previous is None:
                 recent = item.published_at is not None and \
                     cutoff <= item.published_at <= now + CLOCK_SKEW
-                print_ = fingerprint(item.title, item.summary or item.content, item.publisher)
                 if first_poll and not recent:
                     new.append(Outgoing(item, None, {}, fingerprint=print_))
                 else:

@@ -20,9 +20,9 @@ from monitor.cadence import Bounds, Hints, after_content, after_nothing_new, fai
     next_poll, publishing_interval
 from monitor.errors import PermanentFetchError, TransientFetchError
 from monitor.parse import FeedItems
-from monitor.pipeline import Parsing
 from monitor.settings import load_settings
 from monitor.store import Store
+from monitor.workers import FetchRequest, Fetching
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 BOUNDS = Bounds(timedelta(minutes=5), timedelta(hours=1))
@@ -170,15 +170,15 @@ def test_a_body_that_has_not_changed_is_not_parsed_again(
     workspace.write_feeds(url)
     reads: list[str] = []
 
-    class Counting(Parsing):
+    class Counting(Fetching):
         async def read(self, body: bytes, *, url: str,
-                       content_type: str | None) -> FeedItems:
+                       content_type: str | None) -> tuple[FeedItems, tuple]:
             reads.append(url)
             return await super().read(body, url=url, content_type=content_type)
 
     async def scenario() -> None:
         async with running(workspace) as app:
-            app.poller.parsing = Counting(0)
+            app.poller.fetching = Counting(app.settings, 0)
             first = await poll_once(app)
             second = await poll_once(app)
             assert [r.status for r in first + second] == [200, 200]
@@ -191,35 +191,44 @@ def test_a_body_that_has_not_changed_is_not_parsed_again(
     assert source_row(workspace, url).last_item_count == 4
 
 
-def test_feeds_are_parsed_in_a_worker_process_which_is_replaced_if_it_dies(
+def test_feeds_are_fetched_and_read_in_a_worker_process_which_is_replaced_if_it_dies(
         feeds: FeedServer) -> None:
-    body = rss(dated_items(3, timedelta(hours=1)), title="Worker feed")
+    feed = feeds.set("/worker.xml", rss(dated_items(3, timedelta(hours=1)), title="Worker feed"))
+    slow = feeds.set("/slow.xml", rss(dated_items(1, timedelta(hours=1))), delay=3.0)
+    page = feeds.set("/page.html", b"<html><body>hi</body></html>",
+                     content_type="text/html")
+    settings = load_settings(_env_file=None, fetch_timeout="10s")
 
     async def scenario() -> None:
-        parsing = Parsing(1)
+        fetching = Fetching(settings, 1)
         try:
-            read = await parsing.read(body, url="http://example.org/feed", content_type=None)
-            assert read.feed.title == "Worker feed" and len(read.items) == 3
-            assert read.items[0].title == "Port story number 0"
-            pool = parsing._pool
-            assert pool is not None
-            workers = list(pool._processes.values())  # type: ignore[attr-defined]
-            assert workers and all(w.pid != os.getpid() for w in workers)
+            fetched = await fetching.fetch(FetchRequest(feed))
+            assert fetched.result.status == 200 and fetched.result.body is None
+            assert fetched.read is not None and fetched.read.feed.title == "Worker feed"
+            assert [i.title for i in fetched.read.items][0] == "Port story number 0"
+            assert len(fetched.prints) == 3 and all(p is not None for p in fetched.prints)
+            worker = fetching._workers[0]
+            assert worker is not None and worker.process.pid != os.getpid()
+            # The same body again (a server ignoring conditional GET) is not read again.
+            again = await fetching.fetch(FetchRequest(feed, body_hash=fetched.body_hash))
+            assert again.result.status == 200 and again.read is None
             # Stopping the daemon's process group does not stop a worker; only the daemon does.
-            os.kill(workers[0].pid, signal.SIGTERM)
-            assert len((await parsing.read(body, url="http://example.org/feed",
-                                           content_type=None)).items) == 3
-            os.kill(workers[0].pid, signal.SIGKILL)
+            os.kill(worker.process.pid, signal.SIGTERM)
+            assert (await fetching.fetch(FetchRequest(feed))).read is not None
+            # Killed with a fetch under way: that fetch fails, the next one gets a new worker.
+            waiting = asyncio.create_task(fetching.fetch(FetchRequest(slow)))
+            await asyncio.sleep(1.0)
+            os.kill(worker.process.pid, signal.SIGKILL)
             with pytest.raises(TransientFetchError, match="process died"):
-                await parsing.read(body, url="http://example.org/feed", content_type=None)
-            again = await parsing.read(body, url="http://example.org/feed", content_type=None)
-            assert len(again.items) == 3
-            # A feed that is not one is still a clear error from the worker.
+                await waiting
+            assert len((await fetching.fetch(FetchRequest(feed))).read.items) == 3
+            assert fetching._workers[0] is not worker
+            # A page that is not a feed is still a clear error from the worker.
             with pytest.raises(PermanentFetchError, match="not a feed"):
-                await parsing.read(b"<html><body>hi</body></html>", url="http://example.org/",
-                                   content_type="text/html")
+                await fetching.fetch(FetchRequest(page))
         finally:
-            parsing.close()
+            await fetching.aclose()
+        assert not worker.process.is_alive()
     asyncio.run(scenario())
 
 

@@ -1,0 +1,270 @@
+"""Fetching and reading feeds, in worker processes: the second core's share of a poll.
+
+Fetching (httpx), parsing and normalising (`monitor.parse`) and fingerprinting for stories
+(`monitor.stories`) need nothing but the feed, and they are most of a poll's CPU: all of it
+when nothing has changed, since a quiet cycle is a thousand conditional GETs. So they run in
+worker processes (`MONITOR_PARSE_PROCESSES`, one per spare core by default), each with its own
+event loop and connection pool, while the daemon's process keeps the database, the rules, the
+stories, the leases and the limits (it asks a worker only once a fetch slot and the host's
+turn are its). With no worker (`MONITOR_PARSE_PROCESSES=0`, or a single core) the same
+`fetch_and_read` runs in the daemon's process, parsing in a thread.
+
+A worker that dies, or hangs past the fetch's time limit and a reading allowance, fails the
+fetches it held with a transient error (those sources are backed off and polled again) and is
+replaced at the next fetch. Workers ignore SIGINT/SIGTERM sent to the process group (stopping
+is the daemon's business) and exit when the daemon is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import multiprocessing
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from typing import Any
+
+from monitor.errors import TransientFetchError
+from monitor.fetch import Fetcher, FetchResult
+from monitor.logs import log
+from monitor.parse import FeedItems, read_feed, worker_init
+from monitor.settings import Settings
+from monitor.stories import Fingerprint, fingerprint
+
+READING_ALLOWANCE = 60.0  # seconds a worker may read a fetched feed before it counts as hung
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None  # of the body last read: the same again is not parsed
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetch as the poller needs it. `result` never carries the body."""
+
+    result: FetchResult
+    body_hash: str | None = None  # None: a 304
+    read: FeedItems | None = None  # None: a 304, or the same body as last time
+    prints: tuple[Fingerprint | None, ...] = ()  # each item's story fingerprint
+
+    @property
+    def brings_nothing(self) -> bool:
+        return self.read is None
+
+
+def read_for_poll(body: bytes, *, url: str, content_type: str | None) -> tuple[FeedItems, tuple]:
+    """Parse, normalise and fingerprint: the CPU-bound part of reading a feed."""
+    read = read_feed(body, url=url, content_type=content_type)
+    return read, tuple(fingerprint(i.title, i.summary or i.content, i.publisher)
+                       for i in read.items)
+
+
+Reader = Callable[..., Awaitable[tuple[FeedItems, tuple]]]
+
+
+async def fetch_and_read(fetcher: Fetcher, request: FetchRequest, read: Reader) -> Fetched:
+    fetched = await fetcher.fetch(request.url, etag=request.etag,
+                                  last_modified=request.last_modified)
+    if fetched.not_modified:
+        return Fetched(fetched)
+    assert fetched.body is not None
+    body_hash = hashlib.sha256(fetched.body).hexdigest()
+    if body_hash == request.body_hash:
+        # The server ignores conditional GET but the feed has not changed: no parsing.
+        return Fetched(replace(fetched, body=None), body_hash)
+    # Parsed against the feed's URL before redirects (the configured one, or the feed its
+    # page links to): a redirect must not change how relative GUIDs resolve, or every item
+    # would look new.
+    items, prints = await read(fetched.body, url=fetched.feed_url or request.url,
+                               content_type=fetched.content_type)
+    return Fetched(replace(fetched, body=None), body_hash, items, prints)
+
+
+class Fetching:
+    """Where the poller's fetches run: `processes` worker processes, or (0) this one."""
+
+    def __init__(self, settings: Settings, processes: int, fetcher: Fetcher | None = None):
+        self.settings = settings
+        self.processes = processes
+        self.fetcher = fetcher or Fetcher(settings)
+        self._workers: list[_Worker | None] = [None] * processes
+        self._ids = itertools.count()
+
+    async def fetch(self, request: FetchRequest) -> Fetched:
+        if not self.processes:
+            return await fetch_and_read(self.fetcher, request, self.read)
+        worker = self._worker()
+        limit = self.settings.fetch_timeout.total_seconds() + READING_ALLOWANCE
+        try:
+            return await asyncio.wait_for(worker.ask(next(self._ids), request), limit)
+        except TimeoutError:
+            log.error("a feed-fetching process hung; starting another", url=request.url)
+            worker.stop(kill=True)
+            raise TransientFetchError(request.url, "the feed-fetching process hung while "
+                                      "reading this feed") from None
+
+    async def read(self, body: bytes, *, url: str,
+                   content_type: str | None) -> tuple[FeedItems, tuple]:
+        """Reading in this process (with no worker): in a thread, off the event loop."""
+        return await asyncio.to_thread(read_for_poll, body, url=url, content_type=content_type)
+
+    def _worker(self) -> _Worker:
+        """The live worker with the fewest fetches under way; a dead one is replaced."""
+        for n, worker in enumerate(self._workers):
+            if worker is None or not worker.alive:
+                self._workers[n] = _Worker(self.settings)
+        workers = [w for w in self._workers if w is not None]
+        return min(workers, key=lambda w: len(w.pending))
+
+    async def aclose(self) -> None:
+        for worker in self._workers:
+            if worker is not None:
+                worker.stop()
+        self._workers = [None] * self.processes
+        await self.fetcher.aclose()
+
+
+class _Worker:
+    """One worker process, seen from the daemon: requests go down a pipe, answers come back
+    on it, read by a thread that hands them to the event loop."""
+
+    def __init__(self, settings: Settings):
+        context = multiprocessing.get_context("spawn")  # forking a threaded process is unsafe
+        self._conn, theirs = context.Pipe()
+        self.process = context.Process(target=_serve, args=(theirs, settings, os.getpid()),
+                                       name="monitor-fetch", daemon=True)
+        self.process.start()
+        theirs.close()
+        self.pending: dict[int, tuple[str, asyncio.Future[Fetched]]] = {}
+        self.alive = True
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._listen, name="monitor-fetch-answers", daemon=True).start()
+
+    async def ask(self, request_id: int, request: FetchRequest) -> Fetched:
+        future: asyncio.Future[Fetched] = self._loop.create_future()
+        self.pending[request_id] = (request.url, future)
+        try:
+            self._conn.send((request_id, request))
+            return await future
+        except (OSError, EOFError):
+            self._died()
+            return await future
+        finally:
+            self.pending.pop(request_id, None)
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                answer = self._conn.recv()
+            except Exception as exc:  # the worker is gone, or an answer cannot be unpickled
+                if self.alive and not isinstance(exc, (EOFError, OSError)):
+                    log.error("unreadable answer from a feed-fetching process",
+                              error=str(exc)[:300])
+                    continue
+                self._call(self._died)
+                return
+            self._call(self._answer, *answer)
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the event loop has closed: nobody is waiting any more
+
+    def _answer(self, request_id: int, ok: bool, value: Any) -> None:
+        url, future = self.pending.get(request_id, ("", None))
+        if future is None or future.done():
+            return  # its poll was cancelled
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def _died(self, reason: str = "the feed-fetching process died while fetching this "
+              "feed", *, expected: bool = False) -> None:
+        if self.alive and self.pending and not expected:
+            log.error("a feed-fetching process died; starting another",
+                      fetches=len(self.pending))
+        self.alive = False
+        for url, future in list(self.pending.values()):
+            if not future.done():
+                future.set_exception(TransientFetchError(url, reason))
+
+    def stop(self, *, kill: bool = False) -> None:
+        """End the worker: at once (`kill`), or once it has dropped what it was doing."""
+        self._died("the feed-fetching process was stopped", expected=True)
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self._conn.send(None)
+            except (OSError, EOFError):
+                pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self._conn.close()
+
+
+# In the worker process -----------------------------------------------------------------------
+
+def _serve(conn: Connection, settings: Settings, parent: int) -> None:
+    worker_init(parent)
+    asyncio.run(_serve_async(conn, settings))
+
+
+async def _serve_async(conn: Connection, settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    requests: asyncio.Queue[tuple[int, FetchRequest] | None] = asyncio.Queue()
+
+    def listen() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+            loop.call_soon_threadsafe(requests.put_nowait, message)
+            if message is None:
+                return
+
+    threading.Thread(target=listen, name="requests", daemon=True).start()
+    running: set[asyncio.Task[None]] = set()
+    async with Fetcher(settings) as fetcher:
+        while (message := await requests.get()) is not None:
+            task = asyncio.create_task(_answer(conn, fetcher, *message))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _read_inline(body: bytes, **kwargs: Any) -> tuple[FeedItems, tuple]:
+    return read_for_poll(body, **kwargs)
+
+
+async def _answer(conn: Connection, fetcher: Fetcher, request_id: int,
+                  request: FetchRequest) -> None:
+    try:
+        answer: tuple[int, bool, Any] = (request_id, True,
+                                         await fetch_and_read(fetcher, request, _read_inline))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        answer = (request_id, False, exc)
+    try:
+        conn.send(answer)
+    except (OSError, EOFError):
+        pass  # the daemon is gone or has closed the pipe: nobody is waiting
+    except Exception as exc:  # an answer that cannot be pickled
+        conn.send((request_id, False, TransientFetchError(
+            request.url, f"cannot hand the feed back ({type(exc).__name__}: {exc})"[:300])))
