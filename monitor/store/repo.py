@@ -27,7 +27,7 @@ from monitor.normalize import Item as NormalizedItem
 from monitor.stories import Fingerprint
 from monitor.store.db import create_db_engine, migrate
 from monitor.store.models import Alert, AlertAttempt, Item, ItemKey, Source, Story
-from monitor.store.storyindex import Batch, Entry, StoryIndex
+from monitor.store.storyindex import Batch, StoryIndex
 
 STORY_LOCK = 0x6D6F6E69746F72  # PostgreSQL advisory lock key for story assignment
 SOURCES_LOCK = 0x6D6F6E73726373  # … and for making the sources follow feeds.yaml
@@ -537,8 +537,8 @@ class Store:
         for out, digest in zip(new, digests):
             story_id = self._story_for(batch, source, out, now, digest, linked, started)
             chosen.append(story_id)
-            provisional.append(None if out.fingerprint is None else batch.add(Entry(
-                story_id, now, source.id, out.item.publisher or "", out.fingerprint)))
+            provisional.append(None if out.fingerprint is None else batch.add(
+                story_id, now, source.id, out.item.publisher or "", out.fingerprint))
         real = self._insert_stories(connection, started, now)
         return [real.get(s, s) for s in chosen], provisional, real
 
@@ -583,10 +583,10 @@ class Store:
         compares them."""
         assert out.fingerprint is not None
         publisher = out.item.publisher or ""
-        return [stories.Candidate(entry.story_id, entry.fingerprint, now - entry.first_seen_at,
+        return [stories.Candidate(entry.story_id, print_, now - entry.first_seen_at,
                                   same_outlet=entry.source_id == source.id
                                   and entry.publisher == publisher)
-                for _, entry in batch.candidates(out.fingerprint, now)]
+                for _, entry, print_ in batch.candidates(out.fingerprint, now)]
 
     def _insert_stories(self, connection: Connection, keys: dict[int, str],
                         now: datetime) -> dict[int, int]:

@@ -11,6 +11,9 @@ what this process has not seen yet.
 Each word keeps only its `POSTINGS_PER_KEY` most recent items, so a common word costs no more
 than a rare one, and a candidate must share `MIN_SHARED_KEYS` words with the new item; the
 `CANDIDATES` sharing most are compared. Items older than the window are dropped as it moves.
+An item is kept as stored (signature and text, about half the memory of a decoded
+fingerprint: the window may hold a hundred thousand items), and the `DECODED` most recently
+used are kept decoded as well.
 
 What lives elsewhere: similarity and vetoes (`monitor.stories`), and writing items
 (`Store.save_poll`, which uses a `Batch` so that items of one poll see each other before they
@@ -20,6 +23,7 @@ are committed, and commits the batch here only once the transaction has).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,23 +37,26 @@ from monitor.stories import Fingerprint
 from monitor.store.models import Item
 
 PRUNE_EVERY = timedelta(minutes=10)  # how often entries that left the window are dropped
+DECODED = 8192  # fingerprints kept decoded, the most recently used
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A recent item as story lookup needs it."""
+    """A recent item as story lookup needs it, its fingerprint as stored."""
 
     story_id: int
     first_seen_at: datetime
     source_id: int
     publisher: str
-    fingerprint: Fingerprint
+    signature: bytes
+    text: str
 
 
 class StoryIndex:
     def __init__(self) -> None:
         self._entries: dict[int, Entry] = {}
         self._postings: dict[int, list[int]] = {}
+        self._decoded: OrderedDict[int, Fingerprint] = OrderedDict()
         self._watermark: int | None = None  # the highest item id read; None: nothing loaded
         self._pruned_at: datetime | None = None
         self.lock = threading.Lock()  # held by a writer from its transaction to `commit`
@@ -75,10 +82,11 @@ class StoryIndex:
             self._watermark = max(self._watermark, row.id)
             if row.fingerprint is None or row.first_seen_at < since:
                 continue
-            stored = Fingerprint.stored(row.story_text or "", row.fingerprint)
+            entry = Entry(row.story_id, row.first_seen_at, row.source_id, row.publisher or "",
+                          row.fingerprint, row.story_text or "")
+            stored = Fingerprint.stored(entry.text, entry.signature)
             if stored is not None:
-                self._add(row.id, Entry(row.story_id, row.first_seen_at, row.source_id,
-                                        row.publisher or "", stored))
+                self._add(row.id, entry, stored)
         if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
             self._prune(since)
             self._pruned_at = now
@@ -86,12 +94,29 @@ class StoryIndex:
     def batch(self) -> Batch:
         return Batch(self)
 
-    def _add(self, item_id: int, entry: Entry) -> None:
+    def fingerprint(self, item_id: int) -> Fingerprint:
+        decoded = self._decoded.get(item_id)
+        if decoded is not None:
+            self._decoded.move_to_end(item_id)
+            return decoded
+        entry = self._entries[item_id]
+        decoded = Fingerprint.stored(entry.text, entry.signature)
+        assert decoded is not None  # it was decoded once to be indexed
+        self._remember(item_id, decoded)
+        return decoded
+
+    def _remember(self, item_id: int, decoded: Fingerprint) -> None:
+        self._decoded[item_id] = decoded
+        if len(self._decoded) > DECODED:
+            self._decoded.popitem(last=False)
+
+    def _add(self, item_id: int, entry: Entry, decoded: Fingerprint) -> None:
         if item_id in self._entries:
             return
         self._entries[item_id] = entry
+        self._remember(item_id, decoded)
         cap = stories.POSTINGS_PER_KEY
-        for key in entry.fingerprint.key_hashes.tolist():
+        for key in decoded.key_hashes.tolist():
             posting = self._postings.get(key)
             if posting is None:
                 self._postings[key] = [item_id]
@@ -106,6 +131,7 @@ class StoryIndex:
             return
         for item_id in gone:
             del self._entries[item_id]
+            self._decoded.pop(item_id, None)
         for key in list(self._postings):
             kept = [i for i in self._postings[key] if i not in gone]
             if kept:
@@ -121,23 +147,31 @@ class Batch:
 
     def __init__(self, index: StoryIndex):
         self.index = index
-        self._pending: dict[int, Entry] = {}  # provisional item id -> entry
+        self._pending: dict[int, tuple[Entry, Fingerprint]] = {}  # by provisional item id
         self._postings: dict[int, list[int]] = {}
         # Provisional ids come after every committed one, as the real ones will.
         self._next = (index._watermark or 0) + 1
 
-    def add(self, entry: Entry) -> int:
+    def add(self, story_id: int, first_seen_at: datetime, source_id: int, publisher: str,
+            print_: Fingerprint) -> int:
         """An item of this transaction; returns the provisional id it is known by."""
         item_id, self._next = self._next, self._next + 1
-        self._pending[item_id] = entry
-        for key in entry.fingerprint.key_hashes.tolist():
+        entry = Entry(story_id, first_seen_at, source_id, publisher, b"", print_.text)
+        self._pending[item_id] = (entry, print_)
+        for key in print_.key_hashes.tolist():
             self._postings.setdefault(key, []).append(item_id)
         return item_id
 
-    def entry(self, item_id: int) -> Entry:
-        return self._pending.get(item_id) or self.index._entries[item_id]
+    def _entry(self, item_id: int) -> Entry:
+        pending = self._pending.get(item_id)
+        return pending[0] if pending is not None else self.index._entries[item_id]
 
-    def candidates(self, print_: Fingerprint, now: datetime) -> Iterator[tuple[int, Entry]]:
+    def _fingerprint(self, item_id: int) -> Fingerprint:
+        pending = self._pending.get(item_id)
+        return pending[1] if pending is not None else self.index.fingerprint(item_id)
+
+    def candidates(self, print_: Fingerprint,
+                   now: datetime) -> Iterator[tuple[int, Entry, Fingerprint]]:
         """Items of the window sharing at least `MIN_SHARED_KEYS` words with `print_`, those
         sharing most first (the most recent among equals), at most `CANDIDATES`, returned in
         arrival order."""
@@ -160,22 +194,22 @@ class Batch:
         chosen: list[int] = []
         # Most shared words first, the most recent first among equals.
         for item_id in found[np.lexsort((-found, -shared))].tolist():
-            if self.entry(item_id).first_seen_at >= since:
+            if self._entry(item_id).first_seen_at >= since:
                 chosen.append(item_id)
                 if len(chosen) == stories.CANDIDATES:
                     break
         for item_id in sorted(chosen):
-            yield item_id, self.entry(item_id)
+            yield item_id, self._entry(item_id), self._fingerprint(item_id)
 
     def commit(self, ids: dict[int, int], story_ids: dict[int, int]) -> None:
         """The transaction has committed: provisional item ids became `ids` (those missing
         were not inserted) and provisional story ids `story_ids`."""
         index = self.index
-        for provisional, entry in self._pending.items():
+        for provisional, (entry, print_) in self._pending.items():
             item_id = ids.get(provisional)
             if item_id is None:
                 continue
             index._add(item_id, Entry(story_ids.get(entry.story_id, entry.story_id),
                                       entry.first_seen_at, entry.source_id, entry.publisher,
-                                      entry.fingerprint))
+                                      print_.signature, print_.text), print_)
             index._watermark = max(index._watermark or 0, item_id)
