@@ -13,20 +13,21 @@ and prints the times, the ratios and the peak memory (RSS) of the process that r
 
 monitor runs the way the daemon does: one long-lived process (`App.start()`, then, per cycle,
 every source made due and `App.poll_due()`, which leases due sources in batches as the daemon's
-poll tick does) with a temporary SQLite database and a rules directory holding the N feeds and
-the shipped rules/entities.yaml and rules/watchlist.yaml. Settings are the defaults unless given
+poll tick does, its worker process fetching and reading) with a temporary SQLite database and
+a rules directory holding the N feeds and the shipped rules/entities.yaml and
+rules/watchlist.yaml. Settings are the defaults unless given
 (MONITOR_FETCH_CONCURRENCY=8, log level INFO; the log goes to a file), except the per-host
 limit, lifted: the one local server stands in for N publishers. Memory is the daemon's and its
-feed-parsing worker's together. rss2email runs the way it is used, `r2e run --no-send` once per
+fetch worker's together. rss2email runs the way it is used, `r2e run --no-send` once per
 cycle, from /tmp/r2e-venv (installed with pip if missing) or --r2e.
 
     python bench/poll.py [--feeds 1000] [--items 50] [--changed 0.1] [--new-items 3]
                          [--skip-peer] [--r2e PATH] [--concurrency N] [--no-gzip]
                          [--profile DIR] [--keep]
 
---profile DIR samples monitor's process with py-spy (from /tmp/pyspy-venv, installed if
-missing) during each cycle and prints where the time goes (every thread, the parse and store
-threads included), with the raw stacks written to DIR.
+--profile DIR samples monitor's process and its fetch workers with py-spy (from
+/tmp/pyspy-venv, installed if missing) during each cycle and prints where the time goes (every
+thread of every process), with the raw stacks written to DIR.
 """
 
 from __future__ import annotations
@@ -451,8 +452,8 @@ class Profiler:
             return
         self.output = self.directory / f"{name}.txt"
         self.process = subprocess.Popen(
-            [str(self.binary), "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
-             "--nonblocking", "-o", str(self.output)],
+            [str(self.binary), "record", "--pid", str(pid), "--subprocesses", "--rate", "250",
+             "--format", "raw", "--nonblocking", "-o", str(self.output)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # let it attach before the cycle starts
 

@@ -18,7 +18,9 @@ Pure: no I/O.
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
+import re
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -72,10 +74,34 @@ def _is_tracking(name: str) -> bool:
     return lowered in TRACKING_PARAMS or lowered.startswith(TRACKING_PREFIXES)
 
 
+# A URL w3lib's canonicalize_url gives back unchanged (tests/test_fastfeed.py proves it on
+# generated ones): a lowercase ASCII host, no port, a path of unreserved characters with no
+# dot segments, no query.
+_ALREADY_CANONICAL = re.compile(
+    r"https?://[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+    r"(?:(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+/?|/)")
+# A query whose parameter names parse_qsl would read as they are written.
+_TRACKING_QUERY = re.compile(r"[A-Za-z0-9_.-]*(?:=[^\s&#]*)?(?:&[A-Za-z0-9_.-]*(?:=[^\s&#]*)?)*")
+
+
 def canonical_url(url: str | None) -> str | None:
     """The link without tracking parameters, fragment or default port, in canonical form."""
     if not url:
         return None
+    return _canonical_url(url)
+
+
+@functools.lru_cache(maxsize=8192)  # a feed's guid is often its link; a re-poll repeats both
+def _canonical_url(url: str) -> str | None:
+    plain, _, query = url.partition("?")
+    if _ALREADY_CANONICAL.fullmatch(plain) and (
+            not query or _TRACKING_QUERY.fullmatch(query) and all(
+                _is_tracking(p.partition("=")[0]) for p in query.split("&") if p)):
+        return plain  # what _canonicalize would give: no port, and no query it would keep
+    return _canonicalize(url)
+
+
+def _canonicalize(url: str) -> str | None:
     url = url.strip()
     try:
         parts = urlsplit(url)
@@ -96,7 +122,8 @@ def canonical_url(url: str | None) -> str | None:
     path = parts.path or "/"
     if host == "news.google.com" and path.startswith("/rss/articles/"):
         query = ""  # `oc=5` and `hl=…` vary by search; the article id is the path
-    return canonicalize_url(urlunsplit((scheme, netloc, path, query, "")))
+    url = urlunsplit((scheme, netloc, path, query, ""))
+    return url if _ALREADY_CANONICAL.fullmatch(url) else canonicalize_url(url)
 
 
 # Shortest host-less path worth a key of its own: "/" or "/news" name no single article.
@@ -116,9 +143,10 @@ def names_an_article(url: str | None) -> bool:
 
 def _url_keys(url: str | None) -> list[str]:
     """The canonical URL, and its path without the host (which survives a domain move)."""
-    if not names_an_article(url):
+    locator = _locator(url) if url else ""
+    if len(locator) < MIN_PATH_KEY:  # as names_an_article, without splitting the URL twice
         return []
-    return [f"url:{url}", f"path:{_locator(url)}"]  # type: ignore[arg-type]
+    return [f"url:{url}", f"path:{locator}"]
 
 
 def item_keys(guid: str | None, canonical: str | None) -> tuple[str, ...]:

@@ -14,6 +14,10 @@ on: the body is presented as XML, and the document's own BOM or encoding declara
 the label's charset, which then only fills in when the document declares none. Whether the body
 is a feed is decided from the body, never from the label: an HTML page is not a feed whatever
 it is served as.
+
+`read_feed` first offers the body to `fastfeed`, which reads well-formed UTF-8 RSS in a
+fraction of the time and gives exactly what feedparser would, or declines; then feedparser
+reads it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import feedparser
 
+from monitor import fastfeed
 from monitor.discover import looks_like_html
 from monitor.errors import PermanentFetchError
 from monitor.normalize import Item, normalize_entry, without_keys
@@ -58,9 +63,12 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
         if looks_like_html(body):
             raise PermanentFetchError(url, "not a feed: an HTML page")
         raise PermanentFetchError(url, f"not a feed ({problem or 'no feed format recognised'})")
-    feed = result.get("feed", {})
+    return _parsed(result.get("feed", {}), list(result.entries), problem)
+
+
+def _parsed(feed: Any, entries: list[Any], problem: str | None) -> ParsedFeed:
     return ParsedFeed(title=feed.get("title") or None, link=feed.get("link") or None,
-                      language=feed.get("language") or None, entries=list(result.entries),
+                      language=feed.get("language") or None, entries=entries,
                       problem=problem, ttl_minutes=_ttl(feed.get("ttl")))
 
 
@@ -102,9 +110,14 @@ class FeedItems:
     items: list[Item]
 
 
-def read_feed(body: bytes, *, url: str, content_type: str | None = None) -> FeedItems:
-    """Parse and normalise: the CPU-heavy part of a poll, run in a worker process."""
-    parsed = parse_feed(body, url=url, content_type=content_type)
+def read_feed(body: bytes, *, url: str, content_type: str | None = None,
+              fast: bool = True) -> FeedItems:
+    """Parse and normalise: the CPU-heavy part of a poll, run in a worker process. A
+    well-formed UTF-8 RSS feed takes the fast path (`fastfeed`, which gives what feedparser
+    would); anything else, or `fast=False`, goes through feedparser."""
+    found = fastfeed.read(body, url=url, content_type=_as_xml(content_type, body)) \
+        if fast else None
+    parsed = _parsed(*found) if found else parse_feed(body, url=url, content_type=content_type)
     items = unique_items([normalize_entry(e, feed_language=parsed.language)
                           for e in parsed.entries])
     return FeedItems(ParsedFeed(parsed.title, parsed.link, parsed.language,
