@@ -10,7 +10,9 @@ their publication time), then compares the store's grouping with the labels, pai
 
 It prints both for our grouping and for grouping by canonical link alone (what a feed reader
 does), the items that were split or merged wrongly, and the cost per item (normalise +
-fingerprint + store with story lookup), with the story lookup on its own line.
+fingerprint + store with story lookup), with the story lookup on its own line, and the pure
+part of it on another: `fingerprint` per item, and `best_match` per call with how many
+candidates it compared.
 
 Two optional checks go beyond the labelled set:
 
@@ -47,10 +49,11 @@ import feedparser
 import yaml
 from sqlalchemy import select
 
+import monitor.stories
 from monitor.normalize import canonical_url, normalize_entry
 from monitor.store import Outgoing, Store
 from monitor.store.models import Item
-from monitor.stories import fingerprint
+from monitor.stories import Fingerprint, fingerprint
 
 HERE = Path(__file__).resolve().parent
 
@@ -103,16 +106,30 @@ def score(predicted: set, truth: set) -> tuple[float, float]:
 
 
 class Meter:
-    """Time spent choosing stories, and how many candidates each new item was compared with."""
+    """Time spent choosing stories, and how many candidates each new item was compared with;
+    time spent fingerprinting, and in `best_match` alone (the pure part of choosing)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.lookups = 0
         self.candidates: list[int] = []
+        self.fingerprint_seconds = 0.0
+        self.fingerprints = 0
+        self.match_seconds = 0.0
+        self.matched: list[int] = []  # candidates per best_match call
+
+    def fingerprint(self, title: str, lead: str, publisher: str | None) -> Fingerprint | None:
+        started = time.perf_counter()
+        try:
+            return fingerprint(title, lead, publisher)
+        finally:
+            self.fingerprint_seconds += time.perf_counter() - started
+            self.fingerprints += 1
 
     @contextmanager
     def watching(self, store: Store) -> Iterator[None]:
         story_for, find = store._story_for, getattr(store, "_story_candidates", None)
+        best_match = monitor.stories.best_match
 
         def timed_story_for(*args, **kwargs):  # type: ignore[no-untyped-def]
             started = time.perf_counter()
@@ -127,21 +144,41 @@ class Meter:
             self.candidates.append(len(found))
             return found
 
+        def timed_best_match(print_, candidates):  # type: ignore[no-untyped-def]
+            candidates = list(candidates)
+            started = time.perf_counter()
+            try:
+                return best_match(print_, candidates)
+            finally:
+                self.match_seconds += time.perf_counter() - started
+                self.matched.append(len(candidates))
+
         store._story_for = timed_story_for  # type: ignore[method-assign]
         if find is not None:
             store._story_candidates = counted  # type: ignore[method-assign]
+        monitor.stories.best_match = timed_best_match  # the store calls it through the module
         try:
             yield
         finally:
             del store._story_for
             if find is not None:
                 del store._story_candidates
+            monitor.stories.best_match = best_match
 
     def line(self) -> str:
         per_item = self.seconds / max(self.lookups, 1) * 1000
         seen = (f"; candidates per item: mean {sum(self.candidates) / len(self.candidates):.1f},"
                 f" max {max(self.candidates)}" if self.candidates else "")
         return f"story lookup: {per_item:.2f} ms per item{seen}"
+
+    def stories_line(self) -> str:
+        """The pure part: `fingerprint` and `best_match` per call, in microseconds."""
+        per_print = self.fingerprint_seconds / max(self.fingerprints, 1) * 1e6
+        per_match = self.match_seconds / max(len(self.matched), 1) * 1e6
+        compared = (f" (candidates per call: mean {sum(self.matched) / len(self.matched):.1f},"
+                    f" max {max(self.matched)})" if self.matched else "")
+        return (f"fingerprint: {per_print:.0f} us per item ({self.fingerprints} items); "
+                f"best_match: {per_match:.0f} us per call{compared}")
 
 
 def open_store(tmp: str, items: list[dict], start: datetime) -> tuple[Store, dict]:
@@ -152,7 +189,8 @@ def open_store(tmp: str, items: list[dict], start: datetime) -> tuple[Store, dic
     return store, {s.name: s for s in store.sources()}
 
 
-def save(store: Store, source, batch: list[dict], now: datetime) -> dict[str, str]:
+def save(store: Store, source, batch: list[dict], now: datetime,
+         meter: Meter) -> dict[str, str]:
     """Store a batch of items from one source; return item identity → bench id."""
     identity, new = {}, []
     for i in batch:
@@ -160,7 +198,7 @@ def save(store: Store, source, batch: list[dict], now: datetime) -> dict[str, st
                  "link": i["link"], "published_parsed": i["published"].utctimetuple()}
         item = normalize_entry(entry)
         identity[item.identity] = i["id"]
-        new.append(Outgoing(item, (), {}, fingerprint=fingerprint(
+        new.append(Outgoing(item, (), {}, fingerprint=meter.fingerprint(
             item.title, item.summary or item.content, item.publisher)))
     store.save_poll(source, new=new, changed=[], status=200, etag=None, last_modified=None,
                     feed_title=None, now=now, next_poll_at=now)
@@ -176,7 +214,7 @@ def group(items: list[dict], meter: Meter) -> tuple[dict[str, int], float]:
         started = time.perf_counter()
         with meter.watching(store):
             for i in items:
-                identity.update(save(store, by_outlet[i["source"]], [i], i["published"]))
+                identity.update(save(store, by_outlet[i["source"]], [i], i["published"], meter))
         elapsed = time.perf_counter() - started
         with store.engine.connect() as conn:
             stories = {identity[row.identity]: row.story_id
@@ -208,19 +246,22 @@ def at_scale(size: int, labelled: list[dict], extra: list[dict]) -> None:
         with filling.watching(store):
             for n in range(0, size, 100):  # a poll brings about a hundred items
                 batch = fill[n:n + 100]
-                save(store, by_outlet[batch[0]["source"]], batch, batch[-1]["published"])
+                save(store, by_outlet[batch[0]["source"]], batch, batch[-1]["published"],
+                     filling)
         fill_seconds = time.perf_counter() - started
         on_top = Meter()
         started = time.perf_counter()
         with on_top.watching(store):
             for i in probe:
-                save(store, by_outlet[i["source"]], [i], i["published"])
+                save(store, by_outlet[i["source"]], [i], i["published"], on_top)
         probe_seconds = time.perf_counter() - started
         store.close()
     print(f"at scale: filling a 72-hour window with {size} items: "
           f"{fill_seconds / size * 1000:.2f} ms per item; {filling.line()}")
+    print(f"at scale, filling: {filling.stories_line()}")
     print(f"at scale: {len(probe)} more items on top of the full window: "
           f"{probe_seconds / len(probe) * 1000:.2f} ms per item; {on_top.line()}")
+    print(f"at scale, on top: {on_top.stories_line()}")
 
 
 def main() -> None:
@@ -267,6 +308,7 @@ def main() -> None:
     print(f"cost: {elapsed / len(items) * 1000:.2f} ms per item "
           f"(normalise, fingerprint, store with story lookup; SQLite)")
     print(meter.line())
+    print(meter.stories_line())
     if extra:
         print(f"background: {len(extra)} unlabelled items replayed around the labelled ones; "
               f"stories mixing labelled and background items: {mixed}")

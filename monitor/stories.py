@@ -40,8 +40,16 @@ second story in with it. Precision comes first: a wrong merge hides an alert, a 
 only costs a second one.
 
 Pure: no I/O. The store keeps `Fingerprint.signature` and `Fingerprint.text` with each item,
-indexes `Fingerprint.keys`, and calls `best_match` with the candidates it finds. Signatures of
-an older format (the MinHash of earlier versions) are ignored and age out of the window.
+finds candidates by the words of `Fingerprint.key_hashes`, and calls `best_match` with them.
+Signatures of an older format (the MinHash of earlier versions) are ignored and age out of the
+window. The vetoes, and the language they and the candidate pool go by, live in
+`monitor.vetoes`.
+
+Cost, since a poll may bring tens of thousands of items: what a fingerprint takes from a word
+alone is computed once per process (`_word`: the news repeats its words), and `best_match`
+scores all its candidates in one numpy pass over their features (`_cosines`), adding the same
+numbers in the same order as a loop over the items would, so the scores are the same to the
+last bit.
 """
 
 from __future__ import annotations
@@ -50,14 +58,19 @@ import hashlib
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
+from itertools import chain
+from operator import attrgetter, itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
 from monitor.text import dense, fold, has_unspaced, words
+from monitor.vetoes import (LANGUAGES, NUMBER, STOPWORDS, compatible, figures, language,
+                            languages_differ)
 
 WINDOW = timedelta(hours=72)
 REWORDED_WITHIN = timedelta(hours=30)
@@ -90,57 +103,6 @@ _DATELINE = re.compile(
     r"|[\u4e00-\u9fff]{1,6}社[\u4e00-\u9fff]{0,10}?(?:\d{1,2}月)?\d{1,2}日(?:电|電|讯|訊)\s*"
     r"|[（(][^）)\n]{1,30}(?:电|電|报道|報導|讯|訊)[）)]\s*"
     r")")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_STOPWORDS = frozenset("""
-a about after against all also an and any are as at be because been before being between both
-but by can could did do does during each for from further had has have having he her here his
-how if in into is it its itself just more most new no nor not now of off on once only or other
-our out over own same says said say she should so some such than that the their them then there
-these they this those through to too under until up very was we were what when where which while
-who whom why will with would you your
-al algo algunas algunos ante antes como con contra cual cuando de del desde donde durante e el
-ella ellas ellos en entre era es esa esas ese eso esos esta estaba estado estan estas este esto
-estos fue fueron ha han hasta hay la las le les lo los mas me mi muy nada ni no nos o otra otro
-para pero poco por porque que quien se ser si sido sin sobre su sus tambien tiene todo todos tras
-un una uno unos y ya dijo segun
-ao aos as com da das do dos em foi na nas no nos num numa os ou pela pelas pelo pelos sao
-uma umas um uns
-au aux avec ce ces cette dans des du elle est et il ils leur leurs mais ne nous par pas plus pour
-qui sa ses son sont sur une vous
-auch auf aus bei bis das dass dem den der des die ein eine einem einen einer eines er es fur
-hat im ist mit nach nicht noch nur oder sich sie sind uber um und vom von vor war wie wird zu zum
-zur
-""".split())
-# A few function words per language, none shared between two of them: enough to tell the
-# languages of news leads apart.
-_FUNCTION_WORDS = {
-    "en": frozenset("the of and to on for with is was were said has have by from at".split()),
-    "es": frozenset("el los las del y por con una al sus tras segun este esta".split()),
-    "pt": frozenset("o os da do das dos em um com ao pelo pela nao foi".split()),
-    "fr": frozenset("le les du et une dans sur est au aux qui pour avec".split()),
-    "de": frozenset("der die das und den von zu mit ist im dem ein eine auf nicht".split()),
-}
-# Characters that differ between traditional and simplified Chinese, common in news.
-_HANT = frozenset("們這國會為說時對來與發經將軍錢遠運機關開門東長當後過還點體實現間從見內區報導際產業")
-_HANS = frozenset("们这国会为说时对来与发经将军钱远运机关开门东长当后过还点体实现间从见内区报导际产业")
-_KANA = re.compile("[\u3040-\u30ff]")
-_UNSPACED_CHARS = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-_HANGUL = re.compile("[\uac00-\ud7af]")
-_LANGUAGES = ("", "en", "es", "pt", "fr", "de", "zh-hans", "zh-hant", "zh", "ja", "ko")
-
-_MONTHS = {name: n for n, names in enumerate((
-    "january jan enero ene", "february feb febrero", "march mar marzo", "april apr abril abr",
-    "may mayo", "june jun junio", "july jul julio", "august aug agosto",
-    "september sep sept septiembre setiembre", "october oct octubre",
-    "november nov noviembre", "december dec diciembre dic"), 1) for name in names.split()}
-_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
-_MONTH_DAY = re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})\b")  # Nov 14, November 14
-_DAY_MONTH = re.compile(rf"\b(\d{{1,2}})\s+(?:de\s+)?({_MONTH})\b")  # 14 nov, 14 de noviembre
-_CJK_DATE = re.compile(r"(\d{1,2})月(\d{1,2})日")
-_WEEKDAYS = {name: n for n, names in enumerate((
-    "monday lunes", "tuesday martes", "wednesday miercoles", "thursday jueves", "friday viernes",
-    "saturday sabado", "sunday domingo")) for name in names.split()}
-_CJK_WEEKDAY = re.compile(r"(?:星期|周|週)([一二三四五六日天])")
 
 
 def clean_title(title: str, publisher: str | None = None) -> str:
@@ -148,7 +110,7 @@ def clean_title(title: str, publisher: str | None = None) -> str:
     if publisher and title.endswith(publisher):
         title = title[: -len(publisher)].rstrip(" -|—–")
     suffix = _SUFFIX.search(title)
-    if suffix and len(suffix.group(1).split()) <= 4 and not _NUMBER.search(suffix.group(1)):
+    if suffix and len(suffix.group(1).split()) <= 4 and not NUMBER.search(suffix.group(1)):
         title = title[: suffix.start()]
     return title.strip()
 
@@ -158,19 +120,29 @@ def strip_dateline(lead: str) -> str:
     return lead[found.end():] if found else lead
 
 
-def _key(word: str) -> int:
-    """A word's signed 64-bit key in the store's index."""
-    key = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big",
-                         signed=True)
-    return key if key != NO_KEY else 1
-
-
 def _hash32(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def _content_words(folded: str) -> list[str]:
-    return [w for w in words(folded) if w not in _STOPWORDS and len(w) > 1 and not w.isdigit()]
+class _Word(NamedTuple):
+    key: str  # the word's stem, which candidates are found by
+    hashes: tuple[int, int]  # of the key, see `_key_hashes`
+    features: tuple[int, ...]
+
+
+# The news repeats its words item after item, so what a fingerprint takes from a word alone is
+# cached (some 10 MB when full): hashing grams one by one was most of the cost of a fingerprint.
+@lru_cache(maxsize=1 << 14)
+def _word(word: str) -> _Word | None:
+    """A folded word's key and features (its character 5-grams with a space at each end,
+    hashed); None for a word that says nothing: a stop word, a single letter, a number."""
+    if word in STOPWORDS or len(word) <= 1 or word.isdigit():
+        return None
+    padded = f" {word} "
+    grams = ({padded} if len(padded) <= GRAM else
+             {padded[i:i + GRAM] for i in range(len(padded) - GRAM + 1)})
+    key = _stem(word)
+    return _Word(key, _key_hashes(key), tuple(map(_hash32, grams)))
 
 
 def _stem(word: str) -> str:
@@ -180,63 +152,59 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") else word
 
 
-def _figures(text: str) -> set[str]:
-    """Numbers as written, with a decimal comma read as a point and `7.0` as `7`."""
-    found = set()
-    for number in _NUMBER.findall(text):
-        number = number.replace(",", ".")
-        whole, dot, decimals = number.partition(".")
-        found.add(whole if dot and decimals.strip("0") == "" and "." not in decimals
-                  else number)
+@lru_cache(maxsize=1 << 13)  # for the stems of new words, and bigrams
+def _key_hashes(key: str) -> tuple[int, int]:
+    """A key's 32-bit hash (`Fingerprint.key_hashes`) and signed 64-bit one (`.keys`)."""
+    index_key = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big",
+                               signed=True)
+    return _hash32(key), index_key if index_key != NO_KEY else 1
+
+
+@lru_cache(maxsize=1 << 14)
+def _unspaced(char: str) -> bool:
+    return has_unspaced(char)
+
+
+@dataclass
+class _Part:
+    """The title, or the lead without its dateline, as features and keys see it."""
+
+    text: str
+    words: list[str]  # of the folded text
+    content: list[_Word]  # the words that say something, in order
+    bigrams: list[tuple[str, tuple[int, int]]]  # of unspaced scripts' characters, with hashes
+
+    @classmethod
+    def of(cls, text: str) -> _Part:
+        folded = fold(text)
+        found = words(folded)
+        bigrams = []
+        if not folded.isascii() and has_unspaced(folded):
+            chars = dense(folded)
+            unspaced = list(map(_unspaced, chars))
+            pairs = [a + b for a, b, in_a, in_b in zip(chars, chars[1:], unspaced, unspaced[1:])
+                     if in_a or in_b]
+            bigrams = list(zip(pairs, map(_key_hashes, pairs)))
+        return cls(text, found, list(filter(None, map(_word, found))), bigrams)
+
+    def keys(self) -> Iterator[tuple[str, tuple[int, int]]]:
+        """Each key (stem or bigram) with its hashes, in order."""
+        return chain(map(_KEY_AND_HASHES, self.content), self.bigrams)
+
+    def features(self) -> set[int]:
+        found = set(chain.from_iterable(map(attrgetter("features"), self.content)))
+        found.update(_hash32(f"#{n}") for n in figures(self.text))
+        found.update(hashes[0] for _, hashes in self.bigrams)
+        return found
+
+
+_KEY_AND_HASHES = itemgetter(0, 1)  # of a _Word
+
+
+def _sorted_array(values: set[int]) -> np.ndarray:
+    found = np.fromiter(values, dtype="<u4", count=len(values))
+    found.sort()
     return found
-
-
-def _features(text: str) -> set[int]:
-    folded = fold(text)
-    grams = set()
-    for word in _content_words(folded):
-        padded = f" {word} "
-        if len(padded) <= GRAM:
-            grams.add(padded)
-        grams.update(padded[i:i + GRAM] for i in range(len(padded) - GRAM + 1))
-    grams.update(f"#{n}" for n in _figures(text))
-    if has_unspaced(folded):
-        chars = dense(folded)
-        grams.update(pair for i in range(len(chars) - 1)
-                     if has_unspaced(pair := chars[i:i + 2]))
-    return {_hash32(g) for g in grams}
-
-
-def _keys(folded: str) -> list[str]:
-    """Words (or bigrams of unspaced scripts) to find candidates by, in order, once each."""
-    found = dict.fromkeys(_stem(w) for w in _content_words(folded))
-    if has_unspaced(folded):
-        chars = dense(folded)
-        found.update(dict.fromkeys(pair for i in range(len(chars) - 1)
-                                   if has_unspaced(pair := chars[i:i + 2])))
-    return list(found)
-
-
-def language(text: str) -> str:
-    """A best guess from the script and the commonest function words; "" when unsure."""
-    unspaced = len(_UNSPACED_CHARS.findall(text))
-    if unspaced and unspaced * 4 >= sum(c.isascii() and c.isalpha() for c in text):
-        if _KANA.search(text):
-            return "ja"
-        if _HANGUL.search(text):
-            return "ko"
-        traditional = sum(c in _HANT for c in text)
-        simplified = sum(c in _HANS for c in text)
-        return ("zh-hant" if traditional > simplified else
-                "zh-hans" if simplified > traditional else "zh")
-    counts = {lang: 0 for lang in _FUNCTION_WORDS}
-    for word in words(fold(text)):
-        for lang, function_words in _FUNCTION_WORDS.items():
-            counts[lang] += word in function_words
-    first, second = sorted(counts.values(), reverse=True)[:2]
-    if first >= 2 and first >= 2 * second:
-        return max(counts, key=counts.__getitem__)
-    return ""
 
 
 @dataclass(eq=False)
@@ -244,8 +212,9 @@ class Fingerprint:
     """What grouping needs of an item, computed once when it arrives.
 
     `signature` is what the store keeps (the features, the indexed words and the language) and
-    `text` the cleaned title and lead that the vetoes read; `keys` are what the store indexes.
-    `weak` is set by the store when the item joins a story on weak evidence."""
+    `text` the cleaned title and lead that the vetoes read; `key_hashes` are the words the
+    store finds candidates by. `weak` is set by the store when the item joins a story on weak
+    evidence."""
 
     text: str  # cleaned title, a line break, the lead (its dateline left out of the features)
     title_features: np.ndarray  # sorted uint32 hashes
@@ -254,6 +223,7 @@ class Fingerprint:
     lang: str = ""
     weak: bool = False
     keys: tuple[int, ...] = ()  # signed 64-bit, for the index (not kept in the signature)
+    _blocks: _Blocks | None = field(default=None, init=False, repr=False)
 
     _HEADER = struct.Struct("<BBBHHH")
     _VERSION = 2
@@ -264,7 +234,7 @@ class Fingerprint:
 
     @property
     def signature(self) -> bytes:
-        header = self._HEADER.pack(self._VERSION, _LANGUAGES.index(self.lang), self.weak,
+        header = self._HEADER.pack(self._VERSION, LANGUAGES.index(self.lang), self.weak,
                                    len(self.title_features), len(self.lead_features),
                                    len(self.key_hashes))
         return b"".join((header, self.title_features.astype("<u4").tobytes(),
@@ -282,132 +252,49 @@ class Fingerprint:
         if len(signature) != size + 4 * (n_title + n_lead + n_keys):
             return None
         values = np.frombuffer(signature, dtype="<u4", offset=size)
-        return cls(text, values[:n_title], values[n_title:n_title + n_lead],
-                   values[n_title + n_lead:], _LANGUAGES[lang], bool(weak))
+        found = cls(text, values[:n_title], values[n_title:n_title + n_lead],
+                    values[n_title + n_lead:], LANGUAGES[lang], bool(weak))
+        view, lead, keys = memoryview(signature), size + 4 * n_title, size + 4 * (n_title + n_lead)
+        found._blocks = _Blocks(view[size:lead].cast("I"), view[lead:keys].cast("I"),
+                                view[keys:].cast("I"))
+        return found
 
-    @property
-    def facts(self) -> _Facts:
-        return _facts(self.text)
+    def blocks(self) -> _Blocks:
+        """The arrays as buffers (views, not copies): joining buffers puts a pool of
+        candidates together far faster than joining arrays. Cut from the signature when read
+        back from the store, made when first needed otherwise."""
+        if self._blocks is None:
+            self._blocks = _Blocks(*(memoryview(np.ascontiguousarray(part, dtype="<u4"))
+                                     for part in (self.title_features, self.lead_features,
+                                                  self.key_hashes)))
+        return self._blocks
+
+
+class _Blocks(NamedTuple):
+    """A fingerprint's arrays as buffers of little-endian uint32 (their lengths count those)."""
+
+    title: memoryview
+    lead: memoryview
+    key_hashes: memoryview
 
 
 def fingerprint(title: str, lead: str, publisher: str | None = None) -> Fingerprint | None:
     cleaned = clean_title(title, publisher)
-    lead = " ".join(lead.split()[:LEAD_WORDS])
+    lead = " ".join(lead.split(maxsplit=LEAD_WORDS)[:LEAD_WORDS])
     body = strip_dateline(lead)
-    text = f"{cleaned}\n{lead}"
-    keys = list(dict.fromkeys(_keys(fold(cleaned)) + _keys(fold(body))))
+    head, rest = _Part.of(cleaned), _Part.of(body)
+    keys = dict(chain(head.keys(), rest.keys()))  # key -> hashes, in order of first use
     if len(keys) < MIN_SHARED_KEYS:
         return None  # too little text to compare safely
-    title_features = _features(cleaned)
-    lead_features = _features(body) - title_features
-
-    def array(values: set[int]) -> np.ndarray:
-        return np.array(sorted(values), dtype=np.uint32)
-
-    return Fingerprint(text, array(title_features), array(lead_features),
-                       array({_hash32(k) for k in keys}), language(f"{cleaned}\n{body}"),
-                       keys=tuple(_key(k) for k in keys[:KEYS]))
-
-
-# Vetoes ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Facts:
-    """What the vetoes compare, read from a fingerprint's text when first needed."""
-
-    title_words: tuple[str, ...]  # folded, in order
-    title_raw: tuple[str, ...]  # as written, to tell names and figures in a template's slot
-    prefixes: frozenset[str]  # the first six letters of every word of the text
-    title_figures: frozenset[str]
-    figures: frozenset[str]
-    dates: frozenset[tuple[int, int]]  # (month, day)
-    weekdays: frozenset[int]
-
-    @classmethod
-    def of(cls, text: str) -> _Facts:
-        title = text.partition("\n")[0]
-        folded = fold(text)
-        dates = {(_MONTHS[m], int(d)) for m, d in _MONTH_DAY.findall(folded)}
-        dates |= {(_MONTHS[m], int(d)) for d, m in _DAY_MONTH.findall(folded)}
-        dates |= {(int(m), int(d)) for m, d in _CJK_DATE.findall(text)}
-        weekdays = {_WEEKDAYS[w] for w in words(folded) if w in _WEEKDAYS}
-        weekdays |= {6 if c in "日天" else "一二三四五六".index(c)
-                     for c in _CJK_WEEKDAY.findall(text)}
-        return cls(tuple(words(fold(title))), tuple(re.findall(r"[\w’'-]+", title)),
-                   frozenset(w[:6] for w in words(folded)), frozenset(_figures(title)),
-                   frozenset(_figures(text)),
-                   frozenset((m, d) for m, d in dates if 1 <= m <= 12 and 1 <= d <= 31),
-                   frozenset(weekdays))
-
-
-@lru_cache(maxsize=4096)
-def _facts(text: str) -> _Facts:
-    """Cached: the same candidates come back for every new item on a busy story."""
-    return _Facts.of(text)
-
-
-def _agree(x: str, y: str) -> bool:
-    """Figures agree to the precision of the less precise: 1.2 and 1 do, 0.3 and 0.2 do not."""
-    if x.count(".") > 1 or y.count(".") > 1:
-        return x == y
-    places = min(len(x.partition(".")[2]), len(y.partition(".")[2]))
-    return round(float(x), places) == round(float(y), places)
-
-
-def _figures_disagree(a: _Facts, b: _Facts) -> bool:
-    if not a.title_figures or not b.title_figures:
-        return False
-    return not (any(_agree(x, y) for x in a.title_figures for y in b.figures)
-                or any(_agree(x, y) for x in b.title_figures for y in a.figures))
-
-
-def _other_day(a: _Facts, b: _Facts) -> bool:
-    """Reports dated a few days apart, or of different weekdays, are about different days.
-    Dates weeks apart say nothing: one of them is about something else (an inauguration
-    to come, last year's figure)."""
-    gaps = [abs((ma * 31 + da) - (mb * 31 + db)) for ma, da in a.dates for mb, db in b.dates]
-    if gaps and min(gaps) > 1 and min(gaps) <= 7:
-        return True
-    return bool(a.weekdays and b.weekdays and not a.weekdays & b.weekdays)
-
-
-def _template_slots_differ(a: _Facts, b: _Facts) -> bool:
-    """Headlines that share their first (or last) three words and differ in what fills the
-    rest, when neither item mentions the other's filling: one template, two events."""
-    ta, tb = a.title_words, b.title_words
-    shortest = min(len(ta), len(tb))
-    head = next((i for i in range(shortest) if ta[i] != tb[i]), shortest)
-    tail = next((i for i in range(shortest - head) if ta[-1 - i] != tb[-1 - i]), shortest - head)
-    if max(head, tail) < 3:
-        return False
-    slot_a = {w[:6] for w in ta[head:len(ta) - tail] if w not in _STOPWORDS and len(w) > 1}
-    slot_b = {w[:6] for w in tb[head:len(tb) - tail] if w not in _STOPWORDS and len(w) > 1}
-    if not slot_a or not slot_b or slot_a & slot_b:
-        return False
-    return (_is_slot(a, slot_a) and _is_slot(b, slot_b)
-            and not slot_a & b.prefixes and not slot_b & a.prefixes)
-
-
-def _is_slot(facts: _Facts, slot: set[str]) -> bool:
-    """A name, a figure or a phrase of two words or more; a single common word that changed is
-    more likely an edit of the same headline."""
-    return len(slot) >= 2 or any(
-        (token[:1].isupper() or token[:1].isdigit())
-        and any(w[:6] in slot for w in words(fold(token))) for token in facts.title_raw)
-
-
-def _languages_differ(a: str, b: str) -> bool:
-    """Known and different; Chinese of undecided script ("zh") differs from neither script."""
-    return bool(a and b and a != b and not ("zh" in (a, b) and a[:2] == b[:2] == "zh"))
-
-
-def compatible(a: Fingerprint, b: Fingerprint) -> bool:
-    """False when the two items cannot be one story, however similar their words."""
-    if _languages_differ(a.lang, b.lang):
-        return False
-    fa, fb = a.facts, b.facts
-    return not (_figures_disagree(fa, fb) or _other_day(fa, fb)
-                or _template_slots_differ(fa, fb))
+    title_features = head.features()
+    key_hashes, index_keys = zip(*keys.values())
+    return Fingerprint(f"{cleaned}\n{lead}", _sorted_array(title_features),
+                       _sorted_array(rest.features() - title_features),
+                       _sorted_array(set(key_hashes)),
+                       # Folding and splitting go character by character: the words of the
+                       # two parts are those of the whole.
+                       language(f"{cleaned}\n{body}", head.words + rest.words),
+                       keys=index_keys[:KEYS])
 
 
 # Similarity --------------------------------------------------------------------------------
@@ -430,57 +317,91 @@ class Match:
 def similarities(print_: Fingerprint, others: Sequence[Fingerprint]) -> np.ndarray:
     """Weighted cosine of `print_` with each of `others`: a feature weighs its inverse
     document frequency among them all, times `TITLE_WEIGHT` where it is in a title."""
-    if not others or not (len(print_.title_features) or len(print_.lead_features)):
-        return np.zeros(len(others))
-    items = [print_, *others]
-    parts = [part for p in items for part in (p.title_features, p.lead_features)]
-    sizes = np.array([len(part) for part in parts])
-    feature = np.concatenate(parts)
-    owner = np.repeat(np.arange(len(parts)) // 2, sizes)
-    in_title = np.repeat(np.arange(len(parts)) % 2 == 0, sizes)
-    _, inverse, counts = np.unique(feature, return_inverse=True, return_counts=True)
-    weight = np.log1p(len(items) / counts)[inverse] * np.where(in_title, TITLE_WEIGHT, 1.0)
-    norms = np.sqrt(np.bincount(owner, weights=weight ** 2, minlength=len(items)))
-    mine = int(sizes[0] + sizes[1])  # print_'s own features come first
-    order = np.argsort(feature[:mine])
-    own_features, own_weights = feature[:mine][order], weight[:mine][order]
-    at = np.minimum(np.searchsorted(own_features, feature[mine:]), len(own_features) - 1)
-    shared = own_features[at] == feature[mine:]
-    dots = np.bincount(owner[mine:][shared],
-                       weights=weight[mine:][shared] * own_weights[at[shared]],
-                       minlength=len(items))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = dots[1:] / (norms[0] * norms[1:])
-    return np.nan_to_num(scores)
+    return _cosines(print_.blocks(), [o.blocks() for o in others])
 
 
 def similarity(a: Fingerprint, b: Fingerprint) -> float:
     return float(similarities(a, [b])[0])
 
 
-def _shared_keys(print_: Fingerprint, others: Sequence[Fingerprint]) -> np.ndarray:
-    """How many words (or bigrams) each of `others` shares with `print_`."""
-    if not others:
-        return np.zeros(0, dtype=int)
-    keys = [o.key_hashes for o in others]
-    owner = np.repeat(np.arange(len(keys)), [len(k) for k in keys])
-    shared = np.isin(np.concatenate(keys), print_.key_hashes)
+def _cosines(mine: _Blocks, theirs: list[_Blocks]) -> np.ndarray:
+    if not theirs or not (len(mine.title) or len(mine.lead)):
+        return np.zeros(len(theirs))
+    titles, leads, _ = zip(mine, *theirs)
+    n = len(titles)
+    # Every title's features, then every lead's: each item's features still come title first,
+    # in order, as every sum below adds them, so that the scores are the same to the last bit
+    # as a loop over the items would give.
+    parts = titles + leads
+    sizes = list(map(len, parts))
+    in_titles, total = sum(sizes[:n]), sum(sizes)
+    # (place, feature) pairs, read as little-endian 64-bit numbers, sort by feature then place:
+    # one sort groups the holders of each distinct feature.
+    pairs = np.empty((total, 2), dtype="<u4")
+    pairs[:, 0] = np.arange(total)
+    pairs[:, 1] = np.frombuffer(b"".join(parts), dtype="<u4")
+    pairs.view("<u8").sort(axis=0)
+    distinct = np.zeros(total, dtype=np.intp)  # numbered in sorted order
+    np.not_equal(pairs[1:, 1], pairs[:-1, 1], out=distinct[1:])
+    distinct.cumsum(out=distinct)
+    feature = np.empty(total, dtype=np.intp)  # the distinct feature at each place
+    feature[pairs[:, 0].astype(np.intp)] = distinct
+    weight = np.log1p(n / np.bincount(distinct))[feature]
+    weight[:in_titles] *= TITLE_WEIGHT
+    owner = _owners(n).repeat(sizes)
+    norms = np.sqrt(np.bincount(owner, weights=weight ** 2, minlength=n))
+    own = np.zeros(distinct[-1] + 1)  # the weight of each distinct feature in print_, or 0
+    own[feature[:sizes[0]]] = weight[:sizes[0]]
+    own[feature[in_titles:in_titles + sizes[n]]] = weight[in_titles:in_titles + sizes[n]]
+    # Adding the zeros of the features print_ lacks changes no bit of the dot products.
+    dots = np.bincount(owner, weights=weight * own[feature], minlength=n)
+    return dots[1:] / (norms[0] * np.where(norms[1:] > 0, norms[1:], np.inf))
+
+
+@lru_cache(maxsize=256)
+def _owners(n: int) -> np.ndarray:
+    """Whose features each part is, for `n` items' titles, then their leads."""
+    return np.arange(2 * n) % n
+
+
+def _shared_keys(mine: _Blocks, theirs: list[_Blocks]) -> np.ndarray:
+    """How many words (or bigrams) each of `theirs` shares with `mine`."""
+    own = np.frombuffer(mine.key_hashes, dtype="<u4")
+    if not theirs or not len(own):
+        return np.zeros(len(theirs), dtype=int)
+    keys = [b.key_hashes for b in theirs]
+    hashes = np.frombuffer(b"".join(keys), dtype="<u4")
+    shared = own.take(np.searchsorted(own, hashes), mode="clip") == hashes
+    owner = np.arange(len(keys)).repeat(list(map(len, keys)))
     return np.bincount(owner[shared], minlength=len(keys))
 
 
 def best_match(print_: Fingerprint, candidates: Iterable[Candidate]) -> Match | None:
     """The story the item belongs to among the candidates' stories, if any."""
-    pool = [c for c in candidates if not _languages_differ(print_.lang, c.fingerprint.lang)]
-    pool = [c for c, shared in zip(pool, _shared_keys(print_, [c.fingerprint for c in pool]))
-            if shared >= MIN_SHARED_KEYS]
-    scores = similarities(print_, [c.fingerprint for c in pool])
+    lang = print_.lang
+    pool = [c for c in candidates
+            if c.fingerprint.lang == lang or not languages_differ(lang, c.fingerprint.lang)]
+    mine, theirs = print_.blocks(), [c.fingerprint.blocks() for c in pool]
+    enough = _shared_keys(mine, theirs) >= MIN_SHARED_KEYS
+    if not enough.all():
+        pool = [c for c, keep in zip(pool, enough.tolist()) if keep]
+        theirs = [b for b, keep in zip(theirs, enough.tolist()) if keep]
+    scores = _cosines(mine, theirs).tolist()
     best: dict[int, float] = {}
     confident: set[int] = set()  # stories the item resembles through a confident member
-    for score, candidate in sorted(zip(scores.tolist(), pool), key=lambda p: -p[0]):
+    leader = (0.0, 0)  # (score, -story) of the story of the highest score so far
+    # Best first; below THRESHOLD no candidate counts.
+    for n in sorted((n for n, score in enumerate(scores) if score >= THRESHOLD),
+                    key=scores.__getitem__, reverse=True):
+        score, candidate = scores[n], pool[n]
+        if score < leader[0] and (-leader[1] in confident or leader[0] >= STRONG):
+            break  # that story is eligible, and no later candidate can overtake it
         need = NEAR if candidate.same_outlet or candidate.age > REWORDED_WITHIN else THRESHOLD
         if score < need or not compatible(print_, candidate.fingerprint):
             continue
-        best.setdefault(candidate.story_id, score)
+        if candidate.story_id not in best:
+            best[candidate.story_id] = score
+            leader = max(leader, (score, -candidate.story_id))
         if not candidate.fingerprint.weak:
             confident.add(candidate.story_id)
     eligible = {s: v for s, v in best.items() if s in confident or v >= STRONG}
@@ -488,4 +409,3 @@ def best_match(print_: Fingerprint, candidates: Iterable[Candidate]) -> Match | 
         return None
     story_id = max(eligible, key=lambda s: (eligible[s], -s))
     return Match(story_id, eligible[story_id], eligible[story_id] < STRONG)
-
