@@ -368,15 +368,18 @@ def memory() -> dict[str, float]:
     for task in Path("/proc/self/task").iterdir():
         pids += (task / "children").read_text().split()
     totals = {"VmRSS": 0.0, "VmHWM": 0.0}
+    own_peak = 0.0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as status:
                 for line in status:
                     if line.startswith(("VmRSS:", "VmHWM:")):
                         totals[line.split(":")[0]] += int(line.split()[1]) / 1024
+                        if pid == pids[0] and line.startswith("VmHWM:"):
+                            own_peak = int(line.split()[1]) / 1024
         except FileNotFoundError:
             continue  # a child that has just exited
-    return {"rss_mb": totals["VmRSS"], "peak_mb": totals["VmHWM"]}
+    return {"rss_mb": totals["VmRSS"], "peak_mb": totals["VmHWM"], "own_peak_mb": own_peak}
 
 
 def worker_main() -> None:
@@ -721,9 +724,12 @@ def report(args: argparse.Namespace, sizes: dict, results: dict[str, dict]) -> N
                                         *m.get("catch_up", [])])
     r_peak = max((r[n]["peak_mb"] for n in r), default=None)
     ok = peak < TARGETS["rss_mb"]
+    own = max(c.get("own_peak_mb", 0.0) for c in [m["start"], m["full"], m["unchanged"],
+                                                  m["changed"], *m.get("catch_up", [])])
     print(f"{'peak memory (RSS)':24}{peak:9.0f} MB"
           f"{(f'{r_peak:9.0f} MB' if r_peak else '—'):>12}{'':9}   "
-          f"<{TARGETS['rss_mb']} MB  {'PASS' if ok else 'FAIL'}")
+          f"<{TARGETS['rss_mb']} MB  {'PASS' if ok else 'FAIL'}  (the daemon's process alone: "
+          f"{own:.0f} MB; the rest is its workers')")
     print("\nwhat each cycle did (status None: the source failed; served: the server's answers):")
     cycles = [("full", m["full"]), *((f"catch-up {i + 1}", c)
                                      for i, c in enumerate(m.get("catch_up", []))),

@@ -146,7 +146,7 @@ def unique_items(items: list[Item]) -> list[Item]:
 
 
 def worker_init(parent: int) -> None:
-    """In a parsing process: exit when the daemon that started it is gone (a daemon killed
+    """In a worker process: exit when the daemon that started it is gone (a daemon killed
     with SIGKILL cannot stop its workers, and an orphan would hold its pipes and memory), and
     only then: the daemon shuts its workers down when it stops."""
     import os
@@ -158,6 +158,7 @@ def worker_init(parent: int) -> None:
     # must not kill a parse under way while the daemon finishes its work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon's: reload its rules
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -54,7 +54,6 @@ last bit.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 import zlib
@@ -80,8 +79,6 @@ NEAR = 0.5  # what an item older than REWORDED_WITHIN must reach: a near-duplica
 TITLE_WEIGHT = 3.0
 LEAD_WORDS = 60
 GRAM = 5
-KEYS = 64  # words or bigrams indexed per item, title first
-NO_KEY = 0  # a key no word hashes to in practice (one chance in 2**64)
 MIN_SHARED_KEYS = 3
 POSTINGS_PER_KEY = 50  # the most recent items looked at per word: common words cost no more
 CANDIDATES = 50  # compared per new item, those sharing most words first
@@ -126,7 +123,7 @@ def _hash32(text: str) -> int:
 
 class _Word(NamedTuple):
     key: str  # the word's stem, which candidates are found by
-    hashes: tuple[int, int]  # of the key, see `_key_hashes`
+    hash: int  # of the key (`Fingerprint.key_hashes`)
     features: tuple[int, ...]
 
 
@@ -142,7 +139,7 @@ def _word(word: str) -> _Word | None:
     grams = ({padded} if len(padded) <= GRAM else
              {padded[i:i + GRAM] for i in range(len(padded) - GRAM + 1)})
     key = _stem(word)
-    return _Word(key, _key_hashes(key), tuple(map(_hash32, grams)))
+    return _Word(key, _key_hash(key), tuple(map(_hash32, grams)))
 
 
 def _stem(word: str) -> str:
@@ -153,11 +150,8 @@ def _stem(word: str) -> str:
 
 
 @lru_cache(maxsize=1 << 13)  # for the stems of new words, and bigrams
-def _key_hashes(key: str) -> tuple[int, int]:
-    """A key's 32-bit hash (`Fingerprint.key_hashes`) and signed 64-bit one (`.keys`)."""
-    index_key = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big",
-                               signed=True)
-    return _hash32(key), index_key if index_key != NO_KEY else 1
+def _key_hash(key: str) -> int:
+    return _hash32(key)
 
 
 @lru_cache(maxsize=1 << 14)
@@ -172,7 +166,7 @@ class _Part:
     text: str
     words: list[str]  # of the folded text
     content: list[_Word]  # the words that say something, in order
-    bigrams: list[tuple[str, tuple[int, int]]]  # of unspaced scripts' characters, with hashes
+    bigrams: list[tuple[str, int]]  # of unspaced scripts' characters, with their hashes
 
     @classmethod
     def of(cls, text: str) -> _Part:
@@ -184,21 +178,21 @@ class _Part:
             unspaced = list(map(_unspaced, chars))
             pairs = [a + b for a, b, in_a, in_b in zip(chars, chars[1:], unspaced, unspaced[1:])
                      if in_a or in_b]
-            bigrams = list(zip(pairs, map(_key_hashes, pairs)))
+            bigrams = list(zip(pairs, map(_key_hash, pairs)))
         return cls(text, found, list(filter(None, map(_word, found))), bigrams)
 
-    def keys(self) -> Iterator[tuple[str, tuple[int, int]]]:
-        """Each key (stem or bigram) with its hashes, in order."""
-        return chain(map(_KEY_AND_HASHES, self.content), self.bigrams)
+    def keys(self) -> Iterator[tuple[str, int]]:
+        """Each key (stem or bigram) with its hash, in order."""
+        return chain(map(_KEY_AND_HASH, self.content), self.bigrams)
 
     def features(self) -> set[int]:
         found = set(chain.from_iterable(map(attrgetter("features"), self.content)))
         found.update(_hash32(f"#{n}") for n in figures(self.text))
-        found.update(hashes[0] for _, hashes in self.bigrams)
+        found.update(hash_ for _, hash_ in self.bigrams)
         return found
 
 
-_KEY_AND_HASHES = itemgetter(0, 1)  # of a _Word
+_KEY_AND_HASH = itemgetter(0, 1)  # of a _Word
 
 
 def _sorted_array(values: set[int]) -> np.ndarray:
@@ -222,7 +216,6 @@ class Fingerprint:
     key_hashes: np.ndarray  # sorted uint32 hashes of the indexed words
     lang: str = ""
     weak: bool = False
-    keys: tuple[int, ...] = ()  # signed 64-bit, for the index (not kept in the signature)
     _blocks: _Blocks | None = field(default=None, init=False, repr=False)
 
     _HEADER = struct.Struct("<BBBHHH")
@@ -283,18 +276,16 @@ def fingerprint(title: str, lead: str, publisher: str | None = None) -> Fingerpr
     lead = " ".join(lead.split(maxsplit=LEAD_WORDS)[:LEAD_WORDS])
     body = strip_dateline(lead)
     head, rest = _Part.of(cleaned), _Part.of(body)
-    keys = dict(chain(head.keys(), rest.keys()))  # key -> hashes, in order of first use
+    keys = dict(chain(head.keys(), rest.keys()))  # key -> hash, in order of first use
     if len(keys) < MIN_SHARED_KEYS:
         return None  # too little text to compare safely
     title_features = head.features()
-    key_hashes, index_keys = zip(*keys.values())
     return Fingerprint(f"{cleaned}\n{lead}", _sorted_array(title_features),
                        _sorted_array(rest.features() - title_features),
-                       _sorted_array(set(key_hashes)),
+                       _sorted_array(set(keys.values())),
                        # Folding and splitting go character by character: the words of the
                        # two parts are those of the whole.
-                       language(f"{cleaned}\n{body}", head.words + rest.words),
-                       keys=index_keys[:KEYS])
+                       language(f"{cleaned}\n{body}", head.words + rest.words))
 
 
 # Similarity --------------------------------------------------------------------------------

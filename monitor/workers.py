@@ -22,13 +22,14 @@ import hashlib
 import itertools
 import multiprocessing
 import os
+import pickle
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from monitor.errors import TransientFetchError
+from monitor.errors import FetchError, TransientFetchError
 from monitor.fetch import Fetcher, FetchResult
 from monitor.logs import log
 from monitor.parse import FeedItems, read_feed, worker_init
@@ -53,21 +54,20 @@ class Fetched:
     result: FetchResult
     body_hash: str | None = None  # None: a 304
     read: FeedItems | None = None  # None: a 304, or the same body as last time
-    prints: tuple[Fingerprint | None, ...] = ()  # each item's story fingerprint
-
-    @property
-    def brings_nothing(self) -> bool:
-        return self.read is None
+    prints: Prints = ()  # each item's story fingerprint
 
 
-def read_for_poll(body: bytes, *, url: str, content_type: str | None) -> tuple[FeedItems, tuple]:
+Prints = tuple[Fingerprint | None, ...]
+
+
+def read_for_poll(body: bytes, *, url: str, content_type: str | None) -> tuple[FeedItems, Prints]:
     """Parse, normalise and fingerprint: the CPU-bound part of reading a feed."""
     read = read_feed(body, url=url, content_type=content_type)
     return read, tuple(fingerprint(i.title, i.summary or i.content, i.publisher)
                        for i in read.items)
 
 
-Reader = Callable[..., Awaitable[tuple[FeedItems, tuple]]]
+Reader = Callable[..., Awaitable[tuple[FeedItems, Prints]]]
 
 
 async def fetch_and_read(fetcher: Fetcher, request: FetchRequest, read: Reader) -> Fetched:
@@ -94,25 +94,29 @@ class Fetching:
     def __init__(self, settings: Settings, processes: int, fetcher: Fetcher | None = None):
         self.settings = settings
         self.processes = processes
-        self.fetcher = fetcher or Fetcher(settings)
+        # Without workers, this process fetches.
+        self.fetcher = fetcher or (None if processes else Fetcher(settings))
         self._workers: list[_Worker | None] = [None] * processes
         self._ids = itertools.count()
 
     async def fetch(self, request: FetchRequest) -> Fetched:
-        if not self.processes:
+        if self.fetcher is not None:
             return await fetch_and_read(self.fetcher, request, self.read)
         worker = self._worker()
         limit = self.settings.fetch_timeout.total_seconds() + READING_ALLOWANCE
         try:
-            return await asyncio.wait_for(worker.ask(next(self._ids), request), limit)
+            async with asyncio.timeout(limit) as deadline:
+                return await worker.ask(next(self._ids), request)
         except TimeoutError:
+            if not deadline.expired():
+                raise
             log.error("a feed-fetching process hung; starting another", url=request.url)
             worker.stop(kill=True)
             raise TransientFetchError(request.url, "the feed-fetching process hung while "
                                       "reading this feed") from None
 
     async def read(self, body: bytes, *, url: str,
-                   content_type: str | None) -> tuple[FeedItems, tuple]:
+                   content_type: str | None) -> tuple[FeedItems, Prints]:
         """Reading in this process (with no worker): in a thread, off the event loop."""
         return await asyncio.to_thread(read_for_poll, body, url=url, content_type=content_type)
 
@@ -120,16 +124,28 @@ class Fetching:
         """The live worker with the fewest fetches under way; a dead one is replaced."""
         for n, worker in enumerate(self._workers):
             if worker is None or not worker.alive:
-                self._workers[n] = _Worker(self.settings)
+                if worker is not None:
+                    worker.stop(kill=True)  # gone already: only reaped and closed
+                self._workers[n] = _Worker(_fetch_settings(self.settings))
         workers = [w for w in self._workers if w is not None]
         return min(workers, key=lambda w: len(w.pending))
 
     async def aclose(self) -> None:
-        for worker in self._workers:
-            if worker is not None:
-                worker.stop()
+        workers = [w for w in self._workers if w is not None]
         self._workers = [None] * self.processes
-        await self.fetcher.aclose()
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
+        if self.fetcher is not None:
+            await self.fetcher.aclose()
+
+
+def _fetch_settings(settings: Settings) -> Settings:
+    """What a worker needs to know, and nothing more: no webhook, token or password goes
+    down the pipe."""
+    return Settings.model_construct(**{name: getattr(settings, name) for name in FETCH_SETTINGS})
+
+
+FETCH_SETTINGS = ("fetch_max_bytes", "max_redirects", "fetch_timeout", "fetch_concurrency",
+                  "user_agent")
 
 
 class _Worker:
@@ -179,10 +195,16 @@ class _Worker:
         except RuntimeError:
             pass  # the event loop has closed: nobody is waiting any more
 
-    def _answer(self, request_id: int, ok: bool, value: Any) -> None:
+    def _answer(self, request_id: int, ok: bool, payload: bytes) -> None:
         url, future = self.pending.get(request_id, ("", None))
         if future is None or future.done():
             return  # its poll was cancelled
+        try:
+            value = pickle.loads(payload)
+        except Exception as exc:
+            future.set_exception(TransientFetchError(
+                url, f"cannot read the worker's answer ({type(exc).__name__}: {exc})"[:300]))
+            return
         if ok:
             future.set_result(value)
         else:
@@ -248,23 +270,33 @@ async def _serve_async(conn: Connection, settings: Settings) -> None:
         await asyncio.gather(*running, return_exceptions=True)
 
 
-async def _read_inline(body: bytes, **kwargs: Any) -> tuple[FeedItems, tuple]:
-    return read_for_poll(body, **kwargs)
+async def _read_beside(body: bytes, **kwargs: Any) -> tuple[FeedItems, Prints]:
+    # In a thread: the worker's event loop keeps the other fetches' clocks and sockets going.
+    return await asyncio.to_thread(read_for_poll, body, **kwargs)
 
 
 async def _answer(conn: Connection, fetcher: Fetcher, request_id: int,
                   request: FetchRequest) -> None:
+    """Fetch and read; send back the outcome (pickled here, so that an answer the daemon
+    cannot read fails only its own fetch), or the error as a fetch error."""
+    ok = True
     try:
-        answer: tuple[int, bool, Any] = (request_id, True,
-                                         await fetch_and_read(fetcher, request, _read_inline))
+        value: Any = await fetch_and_read(fetcher, request, _read_beside)
     except asyncio.CancelledError:
-        raise
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise  # the worker is stopping
+        ok, value = False, TransientFetchError(request.url, "the fetch was cancelled")
+    except FetchError as exc:
+        ok, value = False, exc
     except Exception as exc:
-        answer = (request_id, False, exc)
+        ok, value = False, TransientFetchError(
+            request.url, f"unexpected {type(exc).__name__}: {exc}"[:500])
     try:
-        conn.send(answer)
-    except (OSError, EOFError):
+        payload = pickle.dumps(value)
+    except Exception as exc:
+        ok, payload = False, pickle.dumps(TransientFetchError(
+            request.url, f"cannot hand the feed back ({type(exc).__name__}: {exc})"[:300]))
+    try:
+        conn.send((request_id, ok, payload))
+    except (OSError, EOFError, ValueError):
         pass  # the daemon is gone or has closed the pipe: nobody is waiting
-    except Exception as exc:  # an answer that cannot be pickled
-        conn.send((request_id, False, TransientFetchError(
-            request.url, f"cannot hand the feed back ({type(exc).__name__}: {exc})"[:300])))

@@ -6,13 +6,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import OperationalError
 
 from conftest import FeedServer, SlackServer, Workspace, hours_ago, rss
 from monitor import stories
 from monitor.normalize import normalize_entry
 from monitor.store import Outgoing, Store
 from monitor.store.models import Item as ItemRow
+from monitor.store.storyindex import StoryIndex
 from monitor.stories import (Candidate, Fingerprint, best_match, clean_title, compatible,
                              fingerprint, language, similarity, strip_dateline)
 
@@ -435,3 +437,32 @@ def test_a_story_another_writer_started_is_found_and_the_window_is_read_back(
     assert len(three.story_index) == 3
     for store in (one, two, three):
         store.close()
+
+
+def test_a_window_load_that_fails_is_tried_again(tmp_path: Path) -> None:
+    """Had the index taken the watermark of a load that failed, it would never read the
+    window: copies of stories already alerted would start stories of their own."""
+    store = Store.open(f"sqlite:///{tmp_path / 'window.db'}")
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    store.sync_sources([("https://a.example/feed", "A", timedelta(minutes=10))], now)
+    source = store.sources()[0]
+    item = normalize_entry({"id": "w1", "title": WIRE_TITLE, "summary": WIRE_LEAD,
+                            "link": "https://a.example/w1"})
+    store.save_poll(source, new=[Outgoing(item, (), {}, fingerprint=fingerprint(
+        item.title, item.summary))], changed=[], status=200, etag=None, last_modified=None,
+        feed_title=None, now=now, next_poll_at=now)
+    index = StoryIndex()
+    # A database whose newest item id can be read but whose items cannot: the load fails
+    # half-way, as a dropped connection would.
+    empty = create_engine(f"sqlite:///{tmp_path / 'broken.db'}")
+    with empty.begin() as broken:
+        broken.exec_driver_sql("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+        broken.exec_driver_sql("INSERT INTO items (id) VALUES (7)")
+    with empty.connect() as broken, pytest.raises(OperationalError):
+        index.load(broken, now)
+    assert not index.loaded and len(index) == 0
+    with store.engine.connect() as connection:
+        index.catch_up(connection, now)
+    assert index.loaded and len(index) == 1
+    empty.dispose()
+    store.close()

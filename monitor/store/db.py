@@ -37,7 +37,9 @@ def create_db_engine(url: str, *, reads_only: bool = False) -> Engine:
     WAL mode and so never queue behind a long write."""
     url = engine_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # READ COMMITTED whatever the server's default: a story transaction must see every
+        # item committed before it took the story lock (monitor.store.storyindex).
+        return create_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED")
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -463,6 +463,9 @@ class Store:
         # The index lock, then the database's: this process's writers take turns at the
         # index, which learns what a transaction wrote only once it has committed.
         with self.story_index.lock:
+            if new and not self.story_index.loaded:
+                with self.reader.connect() as connection:  # the window, before the lock
+                    self.story_index.load(connection, now)
             with self.engine.begin() as connection:
                 if self.dialect == "postgresql":
                     # Story assignment reads then writes: one writer at a time, as SQLite's
@@ -616,6 +619,7 @@ class Store:
             self._insert(Item).on_conflict_do_nothing(index_elements=["source_id", "identity"])
             .returning(Item.identity, Item.id), rows).all())
         position = {out.item.identity: n for n, out in enumerate(new)}
+        assert len(position) == len(new), "a poll's new items have one identity each"
         ids = {position[identity]: item_id for identity, item_id in by_identity.items()}
         self._remember(connection, source.id, [(ids[n], out) for n, out in enumerate(new)
                                                if n in ids])

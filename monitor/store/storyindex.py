@@ -8,9 +8,11 @@ brought up to date inside each story transaction with what other writers (other 
 lock, a PostgreSQL advisory lock), so their ids grow in commit order and one watermark says
 what this process has not seen yet.
 
-Each word keeps only its `POSTINGS_PER_KEY` most recent items, so a common word costs no more
-than a rare one, and a candidate must share `MIN_SHARED_KEYS` words with the new item; the
-`CANDIDATES` sharing most are compared. Items older than the window are dropped as it moves.
+Each word counts only its `POSTINGS_PER_KEY` most recent items (its list is trimmed when it
+reaches twice that), so a common word costs no more than a rare one; a candidate must share
+`MIN_SHARED_KEYS` words with the new item, and the `CANDIDATES` sharing most are compared.
+Every word of an item is indexed (`key_hashes`, all of them, as `best_match` counts them).
+Items older than the window are dropped as it moves.
 An item is kept as stored (signature and text, about half the memory of a decoded
 fingerprint: the window may hold a hundred thousand items), and the `DECODED` most recently
 used are kept decoded as well.
@@ -26,6 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta
 from itertools import chain
 
@@ -64,32 +67,48 @@ class StoryIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def loaded(self) -> bool:
+        return self._watermark is not None
+
+    def load(self, connection: Connection, now: datetime) -> None:
+        """Fill the index with the story window as stored: done once, outside the story
+        transaction (it reads the whole window, and writers should not wait for that); what
+        is stored meanwhile is read by `catch_up`."""
+        newest = connection.execute(select(func.max(Item.id))).scalar() or 0
+        self._read(connection, Item.id <= newest, now)
+        self._watermark = newest  # only once all of it is read: a failed load is retried
+
     def catch_up(self, connection: Connection, now: datetime) -> None:
-        """Read what other writers stored since this process last looked (the whole window,
-        the first time). Call inside the story transaction, before looking anything up."""
-        since = now - stories.WINDOW
-        query = select(Item.id, Item.story_id, Item.first_seen_at, Item.source_id,
-                       Item.publisher, Item.fingerprint, Item.story_text)
+        """Read what other writers stored since this process last looked. Call inside the
+        story transaction, before looking anything up. The transaction must read committed
+        data as of the lock (SQLite's write lock; PostgreSQL at READ COMMITTED, which the
+        store's engine sets), or a writer's items could be missed for good."""
         if self._watermark is None:
-            newest = connection.execute(select(func.max(Item.id))).scalar() or 0
+            self.load(connection, now)
+            return
+        newest = connection.execute(select(func.max(Item.id))).scalar() or 0
+        if newest > self._watermark:
+            self._read(connection, Item.id > self._watermark, now)
             self._watermark = newest
-            rows = connection.execute(query.where(Item.first_seen_at >= since,
-                                                  Item.id <= newest).order_by(Item.id))
-        else:
-            rows = connection.execute(query.where(Item.id > self._watermark)
-                                      .order_by(Item.id))
+        since = now - stories.WINDOW
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self._prune(since)
+            self._pruned_at = now
+
+    def _read(self, connection: Connection, which: Any, now: datetime) -> None:
+        since = now - stories.WINDOW
+        rows = connection.execute(
+            select(Item.id, Item.story_id, Item.first_seen_at, Item.source_id, Item.publisher,
+                   Item.fingerprint, Item.story_text)
+            .where(which, Item.first_seen_at >= since, Item.fingerprint.is_not(None))
+            .order_by(Item.id).execution_options(yield_per=2000))
         for row in rows:
-            self._watermark = max(self._watermark, row.id)
-            if row.fingerprint is None or row.first_seen_at < since:
-                continue
             entry = Entry(row.story_id, row.first_seen_at, row.source_id, row.publisher or "",
                           row.fingerprint, row.story_text or "")
             stored = Fingerprint.stored(entry.text, entry.signature)
             if stored is not None:
                 self._add(row.id, entry, stored)
-        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
-            self._prune(since)
-            self._pruned_at = now
 
     def batch(self) -> Batch:
         return Batch(self)
