@@ -133,6 +133,8 @@ class Fetching:
     async def aclose(self) -> None:
         workers = [w for w in self._workers if w is not None]
         self._workers = [None] * self.processes
+        for worker in workers:  # futures belong to this thread; the waiting does not
+            worker._died("the feed-fetching process was stopped", expected=True)
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
         if self.fetcher is not None:
             await self.fetcher.aclose()
