@@ -47,6 +47,9 @@ class FetchRequest:
     body_hash: str | None = None  # of the body last read: the same again is not parsed
 
 
+Prints = tuple[Fingerprint | None, ...]  # each item's story fingerprint, in order
+
+
 @dataclass(frozen=True)
 class Fetched:
     """A fetch as the poller needs it. `result` never carries the body."""
@@ -54,10 +57,7 @@ class Fetched:
     result: FetchResult
     body_hash: str | None = None  # None: a 304
     read: FeedItems | None = None  # None: a 304, or the same body as last time
-    prints: Prints = ()  # each item's story fingerprint
-
-
-Prints = tuple[Fingerprint | None, ...]
+    prints: Prints = ()
 
 
 def read_for_poll(body: bytes, *, url: str, content_type: str | None) -> tuple[FeedItems, Prints]:
@@ -65,6 +65,12 @@ def read_for_poll(body: bytes, *, url: str, content_type: str | None) -> tuple[F
     read = read_feed(body, url=url, content_type=content_type)
     return read, tuple(fingerprint(i.title, i.summary or i.content, i.publisher)
                        for i in read.items)
+
+
+async def read_in_thread(body: bytes, **kwargs: Any) -> tuple[FeedItems, Prints]:
+    """`read_for_poll` off the event loop, whose other fetches keep their clocks and
+    sockets going meanwhile."""
+    return await asyncio.to_thread(read_for_poll, body, **kwargs)
 
 
 Reader = Callable[..., Awaitable[tuple[FeedItems, Prints]]]
@@ -91,11 +97,11 @@ async def fetch_and_read(fetcher: Fetcher, request: FetchRequest, read: Reader) 
 class Fetching:
     """Where the poller's fetches run: `processes` worker processes, or (0) this one."""
 
-    def __init__(self, settings: Settings, processes: int, fetcher: Fetcher | None = None):
+    def __init__(self, settings: Settings, processes: int):
         self.settings = settings
         self.processes = processes
         # Without workers, this process fetches.
-        self.fetcher = fetcher or (None if processes else Fetcher(settings))
+        self.fetcher = None if processes else Fetcher(settings)
         self._workers: list[_Worker | None] = [None] * processes
         self._ids = itertools.count()
 
@@ -117,8 +123,8 @@ class Fetching:
 
     async def read(self, body: bytes, *, url: str,
                    content_type: str | None) -> tuple[FeedItems, Prints]:
-        """Reading in this process (with no worker): in a thread, off the event loop."""
-        return await asyncio.to_thread(read_for_poll, body, url=url, content_type=content_type)
+        """Reading in this process (with no worker)."""
+        return await read_in_thread(body, url=url, content_type=content_type)
 
     def _worker(self) -> _Worker:
         """The live worker with the fewest fetches under way; a dead one is replaced."""
@@ -272,18 +278,13 @@ async def _serve_async(conn: Connection, settings: Settings) -> None:
         await asyncio.gather(*running, return_exceptions=True)
 
 
-async def _read_beside(body: bytes, **kwargs: Any) -> tuple[FeedItems, Prints]:
-    # In a thread: the worker's event loop keeps the other fetches' clocks and sockets going.
-    return await asyncio.to_thread(read_for_poll, body, **kwargs)
-
-
 async def _answer(conn: Connection, fetcher: Fetcher, request_id: int,
                   request: FetchRequest) -> None:
     """Fetch and read; send back the outcome (pickled here, so that an answer the daemon
     cannot read fails only its own fetch), or the error as a fetch error."""
     ok = True
     try:
-        value: Any = await fetch_and_read(fetcher, request, _read_beside)
+        value: Any = await fetch_and_read(fetcher, request, read_in_thread)
     except asyncio.CancelledError:
         if asyncio.current_task().cancelling():  # type: ignore[union-attr]
             raise  # the worker is stopping

@@ -210,6 +210,14 @@ def _state(source: Source) -> SourceState:
         leased_until=source.leased_until)
 
 
+IN_CHUNK = 500  # values per `IN (…)`, well under every backend's limit on parameters
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start:start + IN_CHUNK]
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -436,12 +444,11 @@ class Store:
         hashes = list(by_key)
         found: dict[str, Known] = {}
         with Session(self.reader) as session:
-            for start in range(0, len(hashes), 500):
+            for chunk in _chunks(hashes):
                 rows = session.execute(
                     select(ItemKey.key_hash, Item.id, Item.content_hash, Item.matched_rules)
                     .join(Item, Item.id == ItemKey.item_id)
-                    .where(ItemKey.source_id == source_id,
-                           ItemKey.key_hash.in_(hashes[start:start + 500])))
+                    .where(ItemKey.source_id == source_id, ItemKey.key_hash.in_(chunk)))
                 for key_hash, item_id, content_hash, matched in rows:
                     known = Known(item_id, content_hash,
                                   None if matched is None else tuple(matched))
@@ -548,13 +555,10 @@ class Store:
     def _linked_stories(self, connection: Connection, digests: set[str]) -> dict[str, int]:
         """The stories already holding these canonical links (at any age)."""
         found: dict[str, int] = {}
-        ordered = sorted(digests)
-        for start in range(0, len(ordered), 500):
-            for digest, story_id in connection.execute(
-                    select(Item.link_hash, func.min(Item.story_id))
-                    .where(Item.link_hash.in_(ordered[start:start + 500]))
-                    .group_by(Item.link_hash)):
-                found[digest] = story_id
+        for chunk in _chunks(sorted(digests)):
+            found.update(connection.execute(
+                select(Item.link_hash, func.min(Item.story_id))
+                .where(Item.link_hash.in_(chunk)).group_by(Item.link_hash)).all())
         return found
 
     def _story_for(self, batch: Batch, source: SourceState, out: Outgoing, now: datetime,
@@ -599,10 +603,9 @@ class Store:
         connection.execute(self._insert(Story).on_conflict_do_nothing(index_elements=["key"]),
                            [{"key": key, "created_at": now} for key in keys.values()])
         ids: dict[str, int] = {}
-        ordered = sorted(set(keys.values()))
-        for start in range(0, len(ordered), 500):
+        for chunk in _chunks(sorted(set(keys.values()))):
             ids.update(connection.execute(select(Story.key, Story.id).where(
-                Story.key.in_(ordered[start:start + 500]))).all())
+                Story.key.in_(chunk))).all())
         return {provisional: ids[key] for provisional, key in keys.items()}
 
     def _insert_items(self, connection: Connection, source: SourceState,
