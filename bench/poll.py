@@ -23,7 +23,7 @@ cycle, from /tmp/r2e-venv (installed with pip if missing) or --r2e.
 
     python bench/poll.py [--feeds 1000] [--items 50] [--changed 0.1] [--new-items 3]
                          [--skip-peer] [--r2e PATH] [--concurrency N] [--no-gzip]
-                         [--profile DIR] [--keep]
+                         [--profile DIR] [--keep] [--set NAME=VALUE ...]
 
 --profile DIR samples monitor's process and its fetch workers with py-spy (from
 /tmp/pyspy-venv, installed if missing) during each cycle and prints where the time goes (every
@@ -382,6 +382,22 @@ def memory() -> dict[str, float]:
     return {"rss_mb": totals["VmRSS"], "peak_mb": totals["VmHWM"], "own_peak_mb": own_peak}
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user and system) so far of this process and of its children together."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {"daemon": 0.0, "workers": 0.0}
+    pids = [str(os.getpid())]
+    for task in Path("/proc/self/task").iterdir():
+        pids += (task / "children").read_text().split()
+    for n, pid in enumerate(pids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        found["daemon" if n == 0 else "workers"] += (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
 def worker_main() -> None:
     from sqlalchemy import update
 
@@ -403,7 +419,7 @@ def worker_main() -> None:
                     assert app.store is not None
                     with app.store.engine.begin() as connection:
                         connection.execute(update(Source).values(next_poll_at=utcnow()))
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), cpu_seconds()
                 if command == "start":
                     await app.start()
                     reply: dict = {}
@@ -416,7 +432,8 @@ def worker_main() -> None:
                                                            if r.error).most_common(3)}
                 else:
                     break
-                reply.update(seconds=time.perf_counter() - started, **memory())
+                reply.update(seconds=time.perf_counter() - started, **memory(),
+                             cpu={k: v - cpu.get(k, 0.0) for k, v in cpu_seconds().items()})
                 print(json.dumps(reply), flush=True)
         finally:
             await app.close()
@@ -486,6 +503,7 @@ class Monitor:
         # Every feed is on one local server standing in for as many publishers: the per-host
         # limit would make it one publisher with a thousand feeds.
         env["MONITOR_FETCH_PER_HOST"] = str(args.concurrency or 256)
+        env.update(setting.split("=", 1) for setting in args.set)
         self.log = root / "monitor.log"
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker"], cwd=root, env=env, text=True,
@@ -630,6 +648,8 @@ def main() -> None:
     parser.add_argument("--no-gzip", action="store_true", help="serve feeds uncompressed")
     parser.add_argument("--profile", type=Path, help="py-spy each monitor cycle into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for monitor, such as MONITOR_PARSE_PROCESSES=2")
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus",
                         help="the test corpus, whose publisher feeds give the vocabulary")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -737,7 +757,9 @@ def report(args: argparse.Namespace, sizes: dict, results: dict[str, dict]) -> N
     for name, cycle in cycles:
         served = {k: v for k, v in cycle["served"].items() if not k.startswith("avg")}
         line = (f"  {name:10} monitor: {cycle['seconds']:.2f} s, statuses {cycle['statuses']}, "
-                f"new items {cycle['new']}, alerts {cycle['alerts']}, served {served}")
+                f"new items {cycle['new']}, alerts {cycle['alerts']}, served {served}; CPU "
+                f"{cycle['cpu']['daemon']:.2f} s the daemon, {cycle['cpu']['workers']:.2f} s "
+                "its workers")
         for error, count in cycle["errors"]:
             line += f"\n  {'':10}   {count} × {' '.join(error.split())[:150]}"
         print(line)

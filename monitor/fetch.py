@@ -17,16 +17,36 @@ import email.utils
 import ssl
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 
 from monitor.discover import feed_links, looks_like_html
 from monitor.errors import FetchError, PermanentFetchError, TransientFetchError
-from monitor.settings import Settings
+
+if TYPE_CHECKING:
+    from monitor.settings import Settings
 
 ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml, "
           "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5")
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """What fetching needs of the settings, and nothing more: a fetch worker gets this (no
+    webhook, token or password goes down its pipe, and it need not load the settings)."""
+
+    fetch_max_bytes: int
+    max_redirects: int
+    fetch_timeout: timedelta
+    fetch_concurrency: int
+    user_agent: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> FetchSettings:
+        return cls(settings.fetch_max_bytes, settings.max_redirects, settings.fetch_timeout,
+                   settings.fetch_concurrency, settings.user_agent)
 
 
 @dataclass(frozen=True)
@@ -105,7 +125,8 @@ def _linked_from(error: FetchError, page: str) -> FetchError:
 class Fetcher:
     """One pooled HTTP client for every source. Use as an async context manager."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, settings: Settings | FetchSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None):
         self.max_bytes = settings.fetch_max_bytes
         self.max_redirects = settings.max_redirects
         self.total_timeout = settings.fetch_timeout.total_seconds()

@@ -9,6 +9,11 @@ stories, the leases and the limits (it asks a worker only once a fetch slot and 
 turn are its). With no worker (`MONITOR_PARSE_PROCESSES=0`, or a single core) the same
 `fetch_and_read` runs in the daemon's process, parsing in a thread.
 
+A worker is a new interpreter (`python -c`, not multiprocessing's spawn, which would load
+the daemon's main module, and with it the database, scheduler and notifier code, into every
+worker) that imports only what fetching and reading need, and is told only the fetch
+settings. It talks to the daemon over a socket pair, in pickles (`multiprocessing.connection`).
+
 A worker that dies, or hangs past the fetch's time limit and a reading allowance, fails the
 fetches it held with a transient error (those sources are backed off and polled again) and is
 replaced at the next fetch. Workers ignore SIGINT/SIGTERM sent to the process group (stopping
@@ -20,21 +25,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import multiprocessing
 import os
 import pickle
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from monitor.errors import FetchError, TransientFetchError
-from monitor.fetch import Fetcher, FetchResult
+from monitor.fetch import Fetcher, FetchResult, FetchSettings
 from monitor.logs import log
 from monitor.parse import FeedItems, read_feed, worker_init
-from monitor.settings import Settings
 from monitor.stories import Fingerprint, fingerprint
+
+if TYPE_CHECKING:
+    from monitor.settings import Settings
 
 READING_ALLOWANCE = 60.0  # seconds a worker may read a fetched feed before it counts as hung
 
@@ -132,7 +142,7 @@ class Fetching:
             if worker is None or not worker.alive:
                 if worker is not None:
                     worker.stop(kill=True)  # gone already: only reaped and closed
-                self._workers[n] = _Worker(_fetch_settings(self.settings))
+                self._workers[n] = _Worker(FetchSettings.of(self.settings))
         workers = [w for w in self._workers if w is not None]
         return min(workers, key=lambda w: len(w.pending))
 
@@ -146,27 +156,20 @@ class Fetching:
             await self.fetcher.aclose()
 
 
-def _fetch_settings(settings: Settings) -> Settings:
-    """What a worker needs to know, and nothing more: no webhook, token or password goes
-    down the pipe."""
-    return Settings.model_construct(**{name: getattr(settings, name) for name in FETCH_SETTINGS})
-
-
-FETCH_SETTINGS = ("fetch_max_bytes", "max_redirects", "fetch_timeout", "fetch_concurrency",
-                  "user_agent")
-
-
 class _Worker:
     """One worker process, seen from the daemon: requests go down a pipe, answers come back
     on it, read by a thread that hands them to the event loop."""
 
-    def __init__(self, settings: Settings):
-        context = multiprocessing.get_context("spawn")  # forking a threaded process is unsafe
-        self._conn, theirs = context.Pipe()
-        self.process = context.Process(target=_serve, args=(theirs, settings, os.getpid()),
-                                       name="monitor-fetch", daemon=True)
-        self.process.start()
-        theirs.close()
+    def __init__(self, settings: FetchSettings):
+        ours, theirs = socket.socketpair()
+        with theirs:
+            # A new interpreter rather than a fork: forking a threaded process is unsafe.
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from monitor.workers import main; main()",
+                 str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=_worker_env())
+        self._conn = Connection(ours.detach())
+        self._conn.send(settings)
         self.pending: dict[int, tuple[str, asyncio.Future[Fetched]]] = {}
         self.alive = True
         self._loop = asyncio.get_running_loop()
@@ -238,21 +241,37 @@ class _Worker:
                 self._conn.send(None)
             except (OSError, EOFError):
                 pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(timeout=5)
+            self.process.wait(timeout=5)
         self._conn.close()
+
+
+def _worker_env() -> dict[str, str]:
+    """The daemon's environment, with this package importable however the daemon found it."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    return env
 
 
 # In the worker process -----------------------------------------------------------------------
 
-def _serve(conn: Connection, settings: Settings, parent: int) -> None:
+def main() -> None:
+    """A worker's entry point: `python -c "…main()" <socket fd> <daemon pid>`."""
+    fd, parent = map(int, sys.argv[1:3])
     worker_init(parent)
+    conn = Connection(fd)
+    try:
+        settings = conn.recv()
+    except (EOFError, OSError):
+        return  # the daemon went away before it said anything
     asyncio.run(_serve_async(conn, settings))
 
 
-async def _serve_async(conn: Connection, settings: Settings) -> None:
+async def _serve_async(conn: Connection, settings: FetchSettings) -> None:
     loop = asyncio.get_running_loop()
     requests: asyncio.Queue[tuple[int, FetchRequest] | None] = asyncio.Queue()
 

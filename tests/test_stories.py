@@ -14,6 +14,7 @@ from monitor import stories
 from monitor.normalize import normalize_entry
 from monitor.store import Outgoing, Store
 from monitor.store.models import Item as ItemRow
+from monitor.store import storyindex
 from monitor.store.storyindex import StoryIndex
 from monitor.stories import (Candidate, Fingerprint, best_match, clean_title, compatible,
                              fingerprint, language, similarity, strip_dateline)
@@ -386,14 +387,15 @@ def test_story_lookup_stays_bounded_however_many_items_share_words(tmp_path: Pat
     # Every item the poll stored is in the index, under every one of its words.
     assert len(store.story_index) == len(batch)
     new = outgoing(len(batch), WIRE_TITLE)
-    view = store.story_index.batch()
-    found = store._story_candidates(view, by_name["B"], new, now + timedelta(hours=1))
-    assert len(found) == stories.CANDIDATES  # all share its words; the cap holds
-    assert not any(c.same_outlet for c in found)
-    assert all(c.same_outlet for c in store._story_candidates(view, by_name["A"], new, now))
-    # Outside the window nothing is a candidate.
-    assert store._story_candidates(view, by_name["B"], new,
-                                   now + stories.WINDOW + timedelta(minutes=1)) == []
+    with store.engine.connect() as connection:
+        view = store.story_index.batch(connection)
+        found = store._story_candidates(view, by_name["B"], new, now + timedelta(hours=1))
+        assert len(found) == stories.CANDIDATES  # all share its words; the cap holds
+        assert not any(c.same_outlet for c in found)
+        assert all(c.same_outlet for c in store._story_candidates(view, by_name["A"], new, now))
+        # Outside the window nothing is a candidate.
+        assert store._story_candidates(view, by_name["B"], new,
+                                       now + stories.WINDOW + timedelta(minutes=1)) == []
     store.close()
 
 
@@ -437,6 +439,39 @@ def test_a_story_another_writer_started_is_found_and_the_window_is_read_back(
     assert len(three.story_index) == 3
     for store in (one, two, three):
         store.close()
+
+
+def test_a_candidate_whose_fingerprint_is_not_kept_in_memory_is_read_from_the_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index keeps only the most recently used fingerprints decoded; an older candidate's
+    is read back from the items table, and the item still joins its story."""
+    monkeypatch.setattr(storyindex, "DECODED", 1)
+    store = Store.open(f"sqlite:///{tmp_path / 'evicted.db'}")
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    store.sync_sources([(f"https://{n}.example/feed", n, timedelta(minutes=10))
+                        for n in "ABC"], now)
+    by_name = {source.name: source for source in store.sources()}
+
+    def save(feed: str, title: str, lead: str, at: datetime) -> int:
+        item = normalize_entry({"id": f"{feed}-1", "title": title, "summary": lead,
+                                "link": f"https://{feed}.example/story"})
+        store.save_poll(by_name[feed], new=[Outgoing(item, (), {}, fingerprint=fingerprint(
+            item.title, item.summary))], changed=[], status=200, etag=None,
+            last_modified=None, feed_title=None, now=at, next_poll_at=at)
+        with store.engine.connect() as conn:
+            return conn.execute(select(ItemRow.story_id).where(
+                ItemRow.guid == f"{feed}-1")).scalar_one()
+
+    first = save("A", WIRE_TITLE, WIRE_LEAD, now)
+    other = save("C", "Unrelated harvest festival opens in Cusco",
+                 "Farmers gather in Cusco for the annual potato harvest fair.",
+                 now + timedelta(minutes=1))
+    assert len(store.story_index) == 2 and len(store.story_index._decoded) == 1
+    with store.engine.connect() as conn:
+        first_id = conn.execute(select(ItemRow.id).where(ItemRow.guid == "A-1")).scalar_one()
+    assert first_id not in store.story_index._decoded  # A's fingerprint must come from disk
+    assert save("B", WIRE_TITLE, WIRE_LEAD, now + timedelta(minutes=2)) == first != other
+    store.close()
 
 
 def test_a_window_load_that_fails_is_tried_again(tmp_path: Path) -> None:

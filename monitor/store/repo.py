@@ -482,7 +482,7 @@ class Store:
                 batch = None
                 if new:
                     self.story_index.catch_up(connection, now)
-                    batch = self.story_index.batch()
+                    batch = self.story_index.batch(connection)
                     story_ids, provisional, started = self._stories_for(connection, batch, source,
                                                                         new, now)
                     item_ids = self._insert_items(connection, source, new, story_ids, now)

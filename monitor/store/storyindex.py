@@ -13,9 +13,11 @@ reaches twice that), so a common word costs no more than a rare one; a candidate
 `MIN_SHARED_KEYS` words with the new item, and the `CANDIDATES` sharing most are compared.
 Every word of an item is indexed (`key_hashes`, all of them, as `best_match` counts them).
 Items older than the window are dropped as it moves.
-An item is kept as stored (signature and text, about half the memory of a decoded
-fingerprint: the window may hold a hundred thousand items), and the `DECODED` most recently
-used are kept decoded as well.
+Of each item the index keeps what picking candidates needs (its story, arrival, feed and
+publisher, some 150 bytes); fingerprints, ten times that, are kept for the `DECODED` most
+recently used items only, and a candidate's that is not among them is read from the items
+table (in one query for all of an item's candidates). Candidates are mostly recent items, so
+that is rare: one in several hundred in `bench/poll.py`'s full cycle.
 
 What lives elsewhere: similarity and vetoes (`monitor.stories`), and writing items
 (`Store.save_poll`, which uses a `Batch` so that items of one poll see each other before they
@@ -45,14 +47,12 @@ DECODED = 8192  # fingerprints kept decoded, the most recently used
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A recent item as story lookup needs it, its fingerprint as stored."""
+    """A recent item as choosing candidates needs it (its fingerprint is kept apart)."""
 
     story_id: int
     first_seen_at: datetime
     source_id: int
     publisher: str
-    signature: bytes
-    text: str
 
 
 class StoryIndex:
@@ -60,6 +60,7 @@ class StoryIndex:
         self._entries: dict[int, Entry] = {}
         self._postings: dict[int, list[int]] = {}
         self._decoded: OrderedDict[int, Fingerprint] = OrderedDict()
+        self._publishers: dict[str, str] = {}
         self._watermark: int | None = None  # the highest item id read; None: nothing loaded
         self._pruned_at: datetime | None = None
         self.lock = threading.Lock()  # held by a writer from its transaction to `commit`
@@ -104,25 +105,38 @@ class StoryIndex:
             .where(which, Item.first_seen_at >= since, Item.fingerprint.is_not(None))
             .order_by(Item.id).execution_options(yield_per=2000))
         for row in rows:
-            entry = Entry(row.story_id, row.first_seen_at, row.source_id, row.publisher or "",
-                          row.fingerprint, row.story_text or "")
-            stored = Fingerprint.stored(entry.text, entry.signature)
+            stored = Fingerprint.stored(row.story_text or "", row.fingerprint)
             if stored is not None:
-                self._add(row.id, entry, stored)
+                publisher = row.publisher or ""  # one string per publisher, not per item
+                self._add(row.id, Entry(row.story_id, row.first_seen_at, row.source_id,
+                                        self._publishers.setdefault(publisher, publisher)),
+                          stored)
 
-    def batch(self) -> Batch:
-        return Batch(self)
+    def batch(self, connection: Connection) -> Batch:
+        """The index as a transaction on `connection` sees it (see `Batch`)."""
+        return Batch(self, connection)
 
-    def fingerprint(self, item_id: int) -> Fingerprint:
-        decoded = self._decoded.get(item_id)
-        if decoded is not None:
-            self._decoded.move_to_end(item_id)
-            return decoded
-        entry = self._entries[item_id]
-        decoded = Fingerprint.stored(entry.text, entry.signature)
-        assert decoded is not None  # it was decoded once to be indexed
-        self._remember(item_id, decoded)
-        return decoded
+    def fingerprints(self, connection: Connection, ids: list[int]) -> dict[int, Fingerprint]:
+        """The fingerprints of these indexed items: those kept decoded, and the rest read
+        from the database (an item deleted meanwhile is left out)."""
+        found: dict[int, Fingerprint] = {}
+        missing = []
+        for item_id in ids:
+            decoded = self._decoded.get(item_id)
+            if decoded is None:
+                missing.append(item_id)
+            else:
+                self._decoded.move_to_end(item_id)
+                found[item_id] = decoded
+        if missing:
+            rows = connection.execute(select(Item.id, Item.fingerprint, Item.story_text)
+                                      .where(Item.id.in_(missing)))
+            for item_id, signature, text in rows:
+                decoded = Fingerprint.stored(text or "", signature) if signature else None
+                if decoded is not None:
+                    found[item_id] = decoded
+                    self._remember(item_id, decoded)
+        return found
 
     def _remember(self, item_id: int, decoded: Fingerprint) -> None:
         self._decoded[item_id] = decoded
@@ -164,8 +178,9 @@ class Batch:
     transaction has chosen stories for so far (under ids and story ids of its own until the
     rows exist). `commit` adds them to the index once the transaction has committed."""
 
-    def __init__(self, index: StoryIndex):
+    def __init__(self, index: StoryIndex, connection: Connection):
         self.index = index
+        self.connection = connection  # where fingerprints not kept decoded are read
         self._pending: dict[int, tuple[Entry, Fingerprint]] = {}  # by provisional item id
         self._postings: dict[int, list[int]] = {}
         # Provisional ids come after every committed one, as the real ones will.
@@ -175,7 +190,7 @@ class Batch:
             print_: Fingerprint) -> int:
         """An item of this transaction; returns the provisional id it is known by."""
         item_id, self._next = self._next, self._next + 1
-        entry = Entry(story_id, first_seen_at, source_id, publisher, b"", print_.text)
+        entry = Entry(story_id, first_seen_at, source_id, publisher)
         self._pending[item_id] = (entry, print_)
         for key in print_.key_hashes.tolist():
             self._postings.setdefault(key, []).append(item_id)
@@ -184,10 +199,6 @@ class Batch:
     def _entry(self, item_id: int) -> Entry:
         pending = self._pending.get(item_id)
         return pending[0] if pending is not None else self.index._entries[item_id]
-
-    def _fingerprint(self, item_id: int) -> Fingerprint:
-        pending = self._pending.get(item_id)
-        return pending[1] if pending is not None else self.index.fingerprint(item_id)
 
     def candidates(self, print_: Fingerprint,
                    now: datetime) -> Iterator[tuple[int, Entry, Fingerprint]]:
@@ -217,8 +228,14 @@ class Batch:
                 chosen.append(item_id)
                 if len(chosen) == stories.CANDIDATES:
                     break
+        waiting = self._pending
+        stored = self.index.fingerprints(self.connection,
+                                         [i for i in chosen if i not in waiting])
         for item_id in sorted(chosen):
-            yield item_id, self._entry(item_id), self._fingerprint(item_id)
+            held = waiting.get(item_id)
+            other = held[1] if held is not None else stored.get(item_id)
+            if other is not None:
+                yield item_id, self._entry(item_id), other
 
     def commit(self, ids: dict[int, int], story_ids: dict[int, int]) -> None:
         """The transaction has committed: provisional item ids became `ids` (those missing
@@ -229,6 +246,6 @@ class Batch:
             if item_id is None:
                 continue
             index._add(item_id, Entry(story_ids.get(entry.story_id, entry.story_id),
-                                      entry.first_seen_at, entry.source_id, entry.publisher,
-                                      print_.signature, print_.text), print_)
+                                      entry.first_seen_at, entry.source_id, entry.publisher),
+                       print_)
             index._watermark = max(index._watermark or 0, item_id)
