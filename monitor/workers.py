@@ -30,7 +30,6 @@ import pickle
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -158,7 +157,9 @@ class Fetching:
 
 class _Worker:
     """One worker process, seen from the daemon: requests go down a pipe, answers come back
-    on it, read by a thread that hands them to the event loop."""
+    on it, read on the event loop when the pipe is readable (the worker writes each one
+    whole). Start, ask and `_died` on the event loop's thread; `stop` anywhere after
+    `_died`."""
 
     def __init__(self, settings: FetchSettings):
         ours, theirs = socket.socketpair()
@@ -173,7 +174,8 @@ class _Worker:
         self.pending: dict[int, tuple[str, asyncio.Future[Fetched]]] = {}
         self.alive = True
         self._loop = asyncio.get_running_loop()
-        threading.Thread(target=self._listen, name="monitor-fetch-answers", daemon=True).start()
+        self._loop.add_reader(self._conn.fileno(), self._readable)
+        self._reading = True
 
     async def ask(self, request_id: int, request: FetchRequest) -> Fetched:
         future: asyncio.Future[Fetched] = self._loop.create_future()
@@ -187,24 +189,16 @@ class _Worker:
         finally:
             self.pending.pop(request_id, None)
 
-    def _listen(self) -> None:
-        while True:
-            try:
-                answer = self._conn.recv()
-            except Exception as exc:  # the worker is gone, or an answer cannot be unpickled
-                if self.alive and not isinstance(exc, (EOFError, OSError)):
-                    log.error("unreadable answer from a feed-fetching process",
-                              error=str(exc)[:300])
-                    continue
-                self._call(self._died)
-                return
-            self._call(self._answer, *answer)
-
-    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+    def _readable(self) -> None:
         try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
-            pass  # the event loop has closed: nobody is waiting any more
+            answer = self._conn.recv()
+        except (EOFError, OSError):  # the worker is gone
+            self._died()
+            return
+        except Exception as exc:  # an answer that cannot be unpickled
+            log.error("unreadable answer from a feed-fetching process", error=str(exc)[:300])
+            return
+        self._answer(*answer)
 
     def _answer(self, request_id: int, ok: bool, payload: bytes) -> None:
         url, future = self.pending.get(request_id, ("", None))
@@ -227,6 +221,9 @@ class _Worker:
             log.error("a feed-fetching process died; starting another",
                       fetches=len(self.pending))
         self.alive = False
+        if self._reading:  # the first call, which is on the event loop's thread
+            self._reading = False
+            self._loop.remove_reader(self._conn.fileno())
         for url, future in list(self.pending.values()):
             if not future.done():
                 future.set_exception(TransientFetchError(url, reason))
@@ -273,25 +270,28 @@ def main() -> None:
 
 async def _serve_async(conn: Connection, settings: FetchSettings) -> None:
     loop = asyncio.get_running_loop()
-    requests: asyncio.Queue[tuple[int, FetchRequest] | None] = asyncio.Queue()
+    stopped = loop.create_future()
+    running: set[asyncio.Task[None]] = set()
+    async with Fetcher(settings) as fetcher:
 
-    def listen() -> None:
-        while True:
+        def request() -> None:
+            """A request has come (read on the event loop: the daemon writes each one whole,
+            and no thread has to hand it over); None or a closed pipe: stop."""
             try:
                 message = conn.recv()
             except (EOFError, OSError):
                 message = None
-            loop.call_soon_threadsafe(requests.put_nowait, message)
             if message is None:
+                loop.remove_reader(conn.fileno())
+                if not stopped.done():
+                    stopped.set_result(None)
                 return
-
-    threading.Thread(target=listen, name="requests", daemon=True).start()
-    running: set[asyncio.Task[None]] = set()
-    async with Fetcher(settings) as fetcher:
-        while (message := await requests.get()) is not None:
-            task = asyncio.create_task(_answer(conn, fetcher, *message))
+            task = loop.create_task(_answer(conn, fetcher, *message))
             running.add(task)
             task.add_done_callback(running.discard)
+
+        loop.add_reader(conn.fileno(), request)
+        await stopped
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
