@@ -144,11 +144,11 @@ class Meter:
             self.candidates.append(len(found))
             return found
 
-        def timed_best_match(print_, candidates):  # type: ignore[no-untyped-def]
+        def timed_best_match(print_, candidates, **options):  # type: ignore[no-untyped-def]
             candidates = list(candidates)
             started = time.perf_counter()
             try:
-                return best_match(print_, candidates)
+                return best_match(print_, candidates, **options)
             finally:
                 self.match_seconds += time.perf_counter() - started
                 self.matched.append(len(candidates))

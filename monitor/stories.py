@@ -290,8 +290,7 @@ def fingerprint(title: str, lead: str, publisher: str | None = None) -> Fingerpr
 
 # Similarity --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):  # a tuple: the store makes some fifty for each new item
     story_id: int
     fingerprint: Fingerprint
     age: timedelta = timedelta(0)  # how long before the new item it arrived
@@ -367,16 +366,20 @@ def _shared_keys(mine: _Blocks, theirs: list[_Blocks]) -> np.ndarray:
     return np.bincount(owner[shared], minlength=len(keys))
 
 
-def best_match(print_: Fingerprint, candidates: Iterable[Candidate]) -> Match | None:
-    """The story the item belongs to among the candidates' stories, if any."""
+def best_match(print_: Fingerprint, candidates: Iterable[Candidate], *,
+               sharing_checked: bool = False) -> Match | None:
+    """The story the item belongs to among the candidates' stories, if any.
+    `sharing_checked`: every candidate is known to share at least `MIN_SHARED_KEYS` words
+    with the item (as the store's index finds them), so that is not counted again."""
     lang = print_.lang
     pool = [c for c in candidates
             if c.fingerprint.lang == lang or not languages_differ(lang, c.fingerprint.lang)]
     mine, theirs = print_.blocks(), [c.fingerprint.blocks() for c in pool]
-    enough = _shared_keys(mine, theirs) >= MIN_SHARED_KEYS
-    if not enough.all():
-        pool = [c for c, keep in zip(pool, enough.tolist()) if keep]
-        theirs = [b for b, keep in zip(theirs, enough.tolist()) if keep]
+    if not sharing_checked:
+        enough = _shared_keys(mine, theirs) >= MIN_SHARED_KEYS
+        if not enough.all():
+            pool = [c for c, keep in zip(pool, enough.tolist()) if keep]
+            theirs = [b for b, keep in zip(theirs, enough.tolist()) if keep]
     scores = _cosines(mine, theirs).tolist()
     best: dict[int, float] = {}
     confident: set[int] = set()  # stories the item resembles through a confident member

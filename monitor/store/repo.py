@@ -569,8 +569,10 @@ class Store:
         if digest is not None and digest in linked:
             return linked[digest]
         if out.fingerprint is not None:
+            # The index's candidates share enough words with the item: see `Batch.candidates`.
             match = stories.best_match(out.fingerprint,
-                                       self._story_candidates(batch, source, out, now))
+                                       self._story_candidates(batch, source, out, now),
+                                       sharing_checked=True)
             if match is not None:
                 out.fingerprint.weak = match.weak  # kept with the item's signature
                 if digest is not None:

@@ -27,12 +27,12 @@ are committed, and commits the batch here only once the transaction has).
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from datetime import datetime, timedelta
-from itertools import chain
 
 import numpy as np
 from sqlalchemy import Connection, func, select
@@ -41,6 +41,7 @@ from monitor import stories
 from monitor.stories import Fingerprint
 from monitor.store.models import Item
 
+ID = "q"  # an item id in the index's arrays: 64-bit
 PRUNE_EVERY = timedelta(minutes=10)  # how often entries that left the window are dropped
 DECODED = 8192  # fingerprints kept decoded, the most recently used
 
@@ -58,7 +59,9 @@ class Entry:
 class StoryIndex:
     def __init__(self) -> None:
         self._entries: dict[int, Entry] = {}
-        self._postings: dict[int, list[int]] = {}
+        # Item ids by word, oldest first, as machine integers: an item's candidates are the
+        # words' recent ids joined as bytes and counted by numpy.
+        self._postings: dict[int, array[int]] = {}
         self._decoded: OrderedDict[int, Fingerprint] = OrderedDict()
         self._publishers: dict[str, str] = {}
         self._watermark: int | None = None  # the highest item id read; None: nothing loaded
@@ -152,7 +155,7 @@ class StoryIndex:
         for key in decoded.key_hashes.tolist():
             posting = self._postings.get(key)
             if posting is None:
-                self._postings[key] = [item_id]
+                self._postings[key] = array(ID, (item_id,))
                 continue
             posting.append(item_id)
             if len(posting) >= 2 * cap:  # trimmed now and then, not at every append
@@ -166,7 +169,7 @@ class StoryIndex:
             del self._entries[item_id]
             self._decoded.pop(item_id, None)
         for key in list(self._postings):
-            kept = [i for i in self._postings[key] if i not in gone]
+            kept = array(ID, (i for i in self._postings[key] if i not in gone))
             if kept:
                 self._postings[key] = kept
             else:
@@ -182,7 +185,7 @@ class Batch:
         self.index = index
         self.connection = connection  # where fingerprints not kept decoded are read
         self._pending: dict[int, tuple[Entry, Fingerprint]] = {}  # by provisional item id
-        self._postings: dict[int, list[int]] = {}
+        self._postings: dict[int, array[int]] = {}
         # Provisional ids come after every committed one, as the real ones will.
         self._next = (index._watermark or 0) + 1
 
@@ -193,7 +196,7 @@ class Batch:
         entry = Entry(story_id, first_seen_at, source_id, publisher)
         self._pending[item_id] = (entry, print_)
         for key in print_.key_hashes.tolist():
-            self._postings.setdefault(key, []).append(item_id)
+            self._postings.setdefault(key, array(ID)).append(item_id)
         return item_id
 
     def _entry(self, item_id: int) -> Entry:
@@ -207,19 +210,23 @@ class Batch:
         arrival order."""
         cap = stories.POSTINGS_PER_KEY
         committed, pending = self.index._postings, self._postings
-        empty: list[int] = []
+        empty = array(ID)
 
-        def recent(key: int) -> list[int]:
+        def recent(key: int) -> array[int]:
             mine = pending.get(key)
             if mine is None:
                 return committed.get(key, empty)[-cap:]
             return (committed.get(key, empty) + mine)[-cap:]
 
-        ids = np.fromiter(chain.from_iterable(map(recent, print_.key_hashes.tolist())),
-                          dtype=np.int64)
-        found, shared = np.unique(ids, return_counts=True)
+        ids = np.frombuffer(b"".join(map(recent, print_.key_hashes.tolist())), dtype=np.int64)
+        if not len(ids):
+            return
+        # Sorted, each id's occurrences are together: their number is the words it shares.
+        ids = np.sort(ids)
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        shared = np.diff(np.append(starts, len(ids)))
         enough = shared >= stories.MIN_SHARED_KEYS
-        found, shared = found[enough], shared[enough]
+        found, shared = ids[starts[enough]], shared[enough]
         since = now - stories.WINDOW
         chosen: list[int] = []
         # Most shared words first, the most recent first among equals.
