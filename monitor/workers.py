@@ -16,7 +16,8 @@ settings. It talks to the daemon over a socket pair, in pickles (`multiprocessin
 
 A worker that dies, or hangs past the fetch's time limit and a reading allowance, fails the
 fetches it held with a transient error (those sources are backed off and polled again) and is
-replaced at the next fetch. Workers ignore SIGINT/SIGTERM sent to the process group (stopping
+replaced at the next fetch; when it is stopped because one fetch hung it, the other fetches it
+held are asked again, once, of its replacement. Workers ignore SIGINT/SIGTERM sent to the process group (stopping
 is the daemon's business) and exit when the daemon is gone.
 """
 
@@ -103,6 +104,10 @@ async def fetch_and_read(fetcher: Fetcher, request: FetchRequest, read: Reader) 
     return Fetched(replace(fetched, body=None), body_hash, items, prints)
 
 
+class _Interrupted(TransientFetchError):
+    """A fetch dropped because its worker was stopped for another fetch's sake."""
+
+
 class Fetching:
     """Where the poller's fetches run: `processes` worker processes, or (0) this one."""
 
@@ -117,6 +122,12 @@ class Fetching:
     async def fetch(self, request: FetchRequest) -> Fetched:
         if self.fetcher is not None:
             return await fetch_and_read(self.fetcher, request, self.read)
+        try:
+            return await self._ask(request)
+        except _Interrupted:  # another feed hung the worker: asked again of its replacement
+            return await self._ask(request)
+
+    async def _ask(self, request: FetchRequest) -> Fetched:
         worker = self._worker()
         limit = self.settings.fetch_timeout.total_seconds() + READING_ALLOWANCE
         try:
@@ -126,7 +137,7 @@ class Fetching:
             if not deadline.expired():
                 raise
             log.error("a feed-fetching process hung; starting another", url=request.url)
-            worker.stop(kill=True)
+            worker.stop(kill=True, interrupted=True)
             raise TransientFetchError(request.url, "the feed-fetching process hung while "
                                       "reading this feed") from None
 
@@ -216,7 +227,8 @@ class _Worker:
             future.set_exception(value)
 
     def _died(self, reason: str = "the feed-fetching process died while fetching this "
-              "feed", *, expected: bool = False) -> None:
+              "feed", *, expected: bool = False,
+              error: type[TransientFetchError] = TransientFetchError) -> None:
         if self.alive and self.pending and not expected:
             log.error("a feed-fetching process died; starting another",
                       fetches=len(self.pending))
@@ -226,10 +238,14 @@ class _Worker:
             self._loop.remove_reader(self._conn.fileno())
         for url, future in list(self.pending.values()):
             if not future.done():
-                future.set_exception(TransientFetchError(url, reason))
+                future.set_exception(error(url, reason))
 
-    def stop(self, *, kill: bool = False) -> None:
-        """End the worker: at once (`kill`), or once it has dropped what it was doing."""
+    def stop(self, *, kill: bool = False, interrupted: bool = False) -> None:
+        """End the worker: at once (`kill`), or once it has dropped what it was doing. The
+        fetches it held fail, as `interrupted` by another fetch when that is why."""
+        if interrupted:
+            self._died("the feed-fetching process was stopped: another feed hung it",
+                       expected=True, error=_Interrupted)
         self._died("the feed-fetching process was stopped", expected=True)
         if kill:
             self.process.kill()

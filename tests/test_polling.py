@@ -22,6 +22,7 @@ from monitor.errors import PermanentFetchError, TransientFetchError
 from monitor.parse import FeedItems
 from monitor.settings import load_settings
 from monitor.store import Store
+from monitor import workers
 from monitor.workers import FetchRequest, Fetching
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -229,6 +230,60 @@ def test_feeds_are_fetched_and_read_in_a_worker_process_which_is_replaced_if_it_
         finally:
             await fetching.aclose()
         assert worker.process.poll() is not None
+    asyncio.run(scenario())
+
+
+def test_a_hung_worker_is_replaced_and_only_the_feed_it_hung_on_fails(
+        feeds: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that stops answering (here: stopped with SIGSTOP) is killed once a fetch has
+    waited its time limit and the reading allowance; that fetch fails, and the other fetch
+    it held is asked again of the new worker and succeeds."""
+    monkeypatch.setattr(workers, "READING_ALLOWANCE", 1.0)
+    feed = feeds.set("/hung.xml", rss(dated_items(2, timedelta(hours=1)), title="Hung"))
+    settings = load_settings(_env_file=None, fetch_timeout="3s")  # hung after 4 s
+
+    async def scenario() -> None:
+        fetching = Fetching(settings, 1)
+        try:
+            assert (await fetching.fetch(FetchRequest(feed))).read is not None
+            worker = fetching._workers[0]
+            assert worker is not None
+            os.kill(worker.process.pid, signal.SIGSTOP)
+            hung = asyncio.create_task(fetching.fetch(FetchRequest(feed)))
+            await asyncio.sleep(1.0)
+            bystander = asyncio.create_task(fetching.fetch(FetchRequest(feed)))
+            with pytest.raises(TransientFetchError, match="hung while reading this feed"):
+                await hung
+            fetched = await bystander
+            assert fetched.read is not None and fetched.read.feed.title == "Hung"
+            assert fetching._workers[0] is not worker and worker.process.poll() is not None
+        finally:
+            await fetching.aclose()
+    asyncio.run(scenario())
+
+
+def test_an_answer_the_daemon_cannot_read_fails_only_its_fetch(feeds: FeedServer) -> None:
+    slow = feeds.set("/slow-answer.xml", rss(dated_items(1, timedelta(hours=1))), delay=1.0)
+    feed = feeds.set("/fine.xml", rss(dated_items(2, timedelta(hours=1)), title="Fine"))
+    settings = load_settings(_env_file=None, fetch_timeout="10s")
+
+    async def scenario() -> None:
+        fetching = Fetching(settings, 1)
+        try:
+            assert (await fetching.fetch(FetchRequest(feed))).read is not None
+            worker = fetching._workers[0]
+            assert worker is not None
+            waiting = asyncio.create_task(fetching.fetch(FetchRequest(slow)))
+            await asyncio.sleep(0.3)
+            [request_id] = worker.pending
+            worker._answer(request_id, True, b"not a pickle")  # as if it came down the pipe
+            with pytest.raises(TransientFetchError, match="cannot read the worker's answer"):
+                await waiting
+            await asyncio.sleep(1.0)  # the real answer arrives, for nobody, and is dropped
+            assert (await fetching.fetch(FetchRequest(feed))).read.feed.title == "Fine"
+            assert fetching._workers[0] is worker and worker.alive
+        finally:
+            await fetching.aclose()
     asyncio.run(scenario())
 
 
