@@ -9,15 +9,16 @@ a process of its own, then times, for each reader:
     2. a cycle with nothing changed (every answer a 304),
     3. a cycle with 10% of the feeds changed (a few new items each),
 
-and prints the times, the ratios and the peak memory (RSS) of the process that ran the cycles.
+and prints the times, the ratios, the peak memory (RSS) of the process that ran the cycles
+and its workers, and the CPU time each cycle took in the daemon's process and in its workers.
 
 monitor runs the way the daemon does: one long-lived process (`App.start()`, then, per cycle,
 every source made due and `App.poll_due()`, which leases due sources in batches as the daemon's
 poll tick does, its worker process fetching and reading) with a temporary SQLite database and
 a rules directory holding the N feeds and the shipped rules/entities.yaml and
-rules/watchlist.yaml. Settings are the defaults unless given
-(MONITOR_FETCH_CONCURRENCY=8, log level INFO; the log goes to a file), except the per-host
-limit, lifted: the one local server stands in for N publishers. Memory is the daemon's and its
+rules/watchlist.yaml. Settings are the defaults unless given (--set, which also passes any
+other environment variable; MONITOR_FETCH_CONCURRENCY=8, log level INFO; the log goes to a
+file), except the per-host limit, lifted: the one local server stands in for N publishers. Memory is the daemon's and its
 fetch worker's together. rss2email runs the way it is used, `r2e run --no-send` once per
 cycle, from /tmp/r2e-venv (installed with pip if missing) or --r2e.
 
