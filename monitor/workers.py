@@ -26,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
 import pickle
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.errors import FetchError, TransientFetchError
@@ -168,25 +169,24 @@ class Fetching:
 
 class _Worker:
     """One worker process, seen from the daemon: requests go down a pipe, answers come back
-    on it, read on the event loop when the pipe is readable (the worker writes each one
-    whole). Start, ask and `_died` on the event loop's thread; `stop` anywhere after
-    `_died`."""
+    on it, read by a thread that hands them to the event loop. (Not read on the event loop:
+    an answer is often larger than the pipe holds, and a worker stopped half-way through
+    writing one would block the loop, and with it the clock that finds hung workers.)"""
 
     def __init__(self, settings: FetchSettings):
         ours, theirs = socket.socketpair()
         with theirs:
             # A new interpreter rather than a fork: forking a threaded process is unsafe.
             self.process = subprocess.Popen(
-                [sys.executable, "-c", "from monitor.workers import main; main()",
-                 str(theirs.fileno()), str(os.getpid())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=_worker_env())
+                [sys.executable, "-c", _BOOT, json.dumps(sys.path), str(theirs.fileno()),
+                 str(os.getpid())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         self._conn = Connection(ours.detach())
         self._conn.send(settings)
         self.pending: dict[int, tuple[str, asyncio.Future[Fetched]]] = {}
         self.alive = True
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._conn.fileno(), self._readable)
-        self._reading = True
+        threading.Thread(target=self._listen, name="monitor-fetch-answers", daemon=True).start()
 
     async def ask(self, request_id: int, request: FetchRequest) -> Fetched:
         future: asyncio.Future[Fetched] = self._loop.create_future()
@@ -200,16 +200,24 @@ class _Worker:
         finally:
             self.pending.pop(request_id, None)
 
-    def _readable(self) -> None:
+    def _listen(self) -> None:
+        while True:
+            try:
+                answer = self._conn.recv()
+            except Exception as exc:  # the worker is gone, or an answer cannot be unpickled
+                if self.alive and not isinstance(exc, (EOFError, OSError)):
+                    log.error("unreadable answer from a feed-fetching process",
+                              error=str(exc)[:300])
+                    continue
+                self._call(self._died)
+                return
+            self._call(self._answer, *answer)
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
         try:
-            answer = self._conn.recv()
-        except (EOFError, OSError):  # the worker is gone
-            self._died()
-            return
-        except Exception as exc:  # an answer that cannot be unpickled
-            log.error("unreadable answer from a feed-fetching process", error=str(exc)[:300])
-            return
-        self._answer(*answer)
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the event loop has closed: nobody is waiting any more
 
     def _answer(self, request_id: int, ok: bool, payload: bytes) -> None:
         url, future = self.pending.get(request_id, ("", None))
@@ -233,9 +241,6 @@ class _Worker:
             log.error("a feed-fetching process died; starting another",
                       fetches=len(self.pending))
         self.alive = False
-        if self._reading:  # the first call, which is on the event loop's thread
-            self._reading = False
-            self._loop.remove_reader(self._conn.fileno())
         for url, future in list(self.pending.values()):
             if not future.done():
                 future.set_exception(error(url, reason))
@@ -262,19 +267,17 @@ class _Worker:
         self._conn.close()
 
 
-def _worker_env() -> dict[str, str]:
-    """The daemon's environment, with this package importable however the daemon found it."""
-    env = dict(os.environ)
-    here = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
-    return env
+# A worker imports what the daemon would: the daemon's module search path, not the working
+# directory that `python -c` would put first.
+_BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); " \
+        "from monitor.workers import main; main()"
 
 
 # In the worker process -----------------------------------------------------------------------
 
 def main() -> None:
-    """A worker's entry point: `python -c "…main()" <socket fd> <daemon pid>`."""
-    fd, parent = map(int, sys.argv[1:3])
+    """A worker's entry point: `python -c _BOOT <sys.path> <socket fd> <daemon pid>`."""
+    fd, parent = map(int, sys.argv[2:4])
     worker_init(parent)
     conn = Connection(fd)
     try:

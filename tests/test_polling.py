@@ -20,10 +20,10 @@ from monitor.cadence import Bounds, Hints, after_content, after_nothing_new, fai
     next_poll, publishing_interval
 from monitor.errors import PermanentFetchError, TransientFetchError
 from monitor.parse import FeedItems
-from monitor.settings import load_settings
+from monitor.settings import Settings, load_settings
 from monitor.store import Store
 from monitor import workers
-from monitor.workers import FetchRequest, Fetching
+from monitor.workers import FetchRequest, Fetching, _Worker
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 BOUNDS = Bounds(timedelta(minutes=5), timedelta(hours=1))
@@ -233,6 +233,19 @@ def test_feeds_are_fetched_and_read_in_a_worker_process_which_is_replaced_if_it_
     asyncio.run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def one_worker(settings: Settings, feed: str) -> AsyncIterator[tuple[Fetching, _Worker]]:
+    """Fetching with one worker process, started by a first fetch of `feed`."""
+    fetching = Fetching(settings, 1)
+    try:
+        assert (await fetching.fetch(FetchRequest(feed))).read is not None
+        worker = fetching._workers[0]
+        assert worker is not None
+        yield fetching, worker
+    finally:
+        await fetching.aclose()
+
+
 def test_a_hung_worker_is_replaced_and_only_the_feed_it_hung_on_fails(
         feeds: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that stops answering (here: stopped with SIGSTOP) is killed once a fetch has
@@ -243,11 +256,7 @@ def test_a_hung_worker_is_replaced_and_only_the_feed_it_hung_on_fails(
     settings = load_settings(_env_file=None, fetch_timeout="3s")  # hung after 4 s
 
     async def scenario() -> None:
-        fetching = Fetching(settings, 1)
-        try:
-            assert (await fetching.fetch(FetchRequest(feed))).read is not None
-            worker = fetching._workers[0]
-            assert worker is not None
+        async with one_worker(settings, feed) as (fetching, worker):
             os.kill(worker.process.pid, signal.SIGSTOP)
             hung = asyncio.create_task(fetching.fetch(FetchRequest(feed)))
             await asyncio.sleep(1.0)
@@ -257,8 +266,6 @@ def test_a_hung_worker_is_replaced_and_only_the_feed_it_hung_on_fails(
             fetched = await bystander
             assert fetched.read is not None and fetched.read.feed.title == "Hung"
             assert fetching._workers[0] is not worker and worker.process.poll() is not None
-        finally:
-            await fetching.aclose()
     asyncio.run(scenario())
 
 
@@ -268,11 +275,7 @@ def test_an_answer_the_daemon_cannot_read_fails_only_its_fetch(feeds: FeedServer
     settings = load_settings(_env_file=None, fetch_timeout="10s")
 
     async def scenario() -> None:
-        fetching = Fetching(settings, 1)
-        try:
-            assert (await fetching.fetch(FetchRequest(feed))).read is not None
-            worker = fetching._workers[0]
-            assert worker is not None
+        async with one_worker(settings, feed) as (fetching, worker):
             waiting = asyncio.create_task(fetching.fetch(FetchRequest(slow)))
             await asyncio.sleep(0.3)
             [request_id] = worker.pending
@@ -282,8 +285,6 @@ def test_an_answer_the_daemon_cannot_read_fails_only_its_fetch(feeds: FeedServer
             await asyncio.sleep(1.0)  # the real answer arrives, for nobody, and is dropped
             assert (await fetching.fetch(FetchRequest(feed))).read.feed.title == "Fine"
             assert fetching._workers[0] is worker and worker.alive
-        finally:
-            await fetching.aclose()
     asyncio.run(scenario())
 
 
