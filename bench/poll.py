@@ -384,7 +384,8 @@ def memory() -> dict[str, float]:
 
 
 def cpu_seconds() -> dict[str, float]:
-    """CPU time (user and system) so far of this process and of its children together."""
+    """CPU time (user and system) so far of this process and of its live children together (a
+    worker replaced during a cycle takes its time with it; none is in these runs)."""
     ticks = os.sysconf("SC_CLK_TCK")
     found = {"daemon": 0.0, "workers": 0.0}
     pids = [str(os.getpid())]
