@@ -17,8 +17,8 @@ settings. It talks to the daemon over a socket pair, in pickles (`multiprocessin
 A worker that dies, or hangs past the fetch's time limit and a reading allowance, fails the
 fetches it held with a transient error (those sources are backed off and polled again) and is
 replaced at the next fetch; when it is stopped because one fetch hung it, the other fetches it
-held are asked again, once, of its replacement. Workers ignore SIGINT/SIGTERM sent to the process group (stopping
-is the daemon's business) and exit when the daemon is gone.
+held are asked again, once, of its replacement. Workers ignore SIGINT/SIGTERM sent to the
+process group (stopping is the daemon's business) and exit when the daemon is gone.
 """
 
 from __future__ import annotations
