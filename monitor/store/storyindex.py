@@ -17,7 +17,8 @@ Of each item the index keeps what picking candidates needs (its story, arrival, 
 publisher, some 150 bytes); fingerprints, ten times that, are kept for the `DECODED` most
 recently used items only, and a candidate's that is not among them is read from the items
 table (in one query for all of an item's candidates). Candidates are mostly recent items, so
-that is rare: one in several hundred in `bench/poll.py`'s full cycle.
+that is rare: about one candidate in a hundred in `bench/poll.py`'s full cycle (one in six
+hundred when twice as many are kept, for some 11 MB more).
 
 What lives elsewhere: similarity and vetoes (`monitor.stories`), and writing items
 (`Store.save_poll`, which uses a `Batch` so that items of one poll see each other before they
@@ -43,7 +44,7 @@ from monitor.store.models import Item
 
 ID = "q"  # an item id in the index's arrays: 64-bit
 PRUNE_EVERY = timedelta(minutes=10)  # how often entries that left the window are dropped
-DECODED = 8192  # fingerprints kept decoded, the most recently used
+DECODED = 4096  # fingerprints kept decoded, the most recently used
 
 
 @dataclass(frozen=True, slots=True)
