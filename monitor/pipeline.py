@@ -293,7 +293,8 @@ class Poller:
                 prints: Sequence[Fingerprint | None], known: dict[str, Any],
                 now: datetime) -> tuple[list[Outgoing], list[Outgoing]]:
         """New items are matched (or recorded quietly on a first poll when older than the
-        look-back) and fingerprinted for story grouping; an edited item is matched again
+        look-back) and carry their story fingerprints (`prints`, made where the feed was
+        read); an edited item is matched again
         only if it had been evaluated and had matched nothing — an item never alerts twice
         because its text changed."""
         first_poll = source.first_polled_at is None

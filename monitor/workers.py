@@ -251,7 +251,8 @@ class _Worker:
         if interrupted:
             self._died("the feed-fetching process was stopped: another feed hung it",
                        expected=True, error=_Interrupted)
-        self._died("the feed-fetching process was stopped", expected=True)
+        else:
+            self._died("the feed-fetching process was stopped", expected=True)
         if kill:
             self.process.kill()
         else:
