@@ -28,8 +28,7 @@ from monitor.normalize import Item
 from monitor.rules import Rule, RuleSet
 from monitor.settings import Settings
 from monitor.store import Outgoing, Planned, SourceState, Store, Unchanged
-from monitor.stories import Fingerprint
-from monitor.workers import Fetched, FetchRequest, Fetching
+from monitor.workers import SEEN, Fetched, FetchRequest, Fetching, Prints, item_print
 
 FLUSH_DELAY = 0.2  # seconds: quiet polls are written together, once this long has passed
 
@@ -290,13 +289,13 @@ class Poller:
         return timedelta(seconds=fetched.max_age) if fetched.max_age else None
 
     def _triage(self, source: SourceState, items: list[Item],
-                prints: Sequence[Fingerprint | None], known: dict[str, Any],
+                prints: Prints, known: dict[str, Any],
                 now: datetime) -> tuple[list[Outgoing], list[Outgoing]]:
         """New items are matched (or recorded quietly on a first poll when older than the
         look-back) and carry their story fingerprints (`prints`, made where the feed was
-        read); an edited item is matched again
-        only if it had been evaluated and had matched nothing — an item never alerts twice
-        because its text changed."""
+        read; here for the rare new item the reader skipped as seen, see `Reader`); an
+        edited item is matched again only if it had been evaluated and had matched nothing —
+        an item never alerts twice because its text changed."""
         first_poll = source.first_polled_at is None
         cutoff = now - self.settings.first_poll_lookback
         new: list[Outgoing] = []
@@ -304,6 +303,8 @@ class Poller:
         for item, print_ in zip(items, prints, strict=True):
             previous = known.get(item.identity)
             if previous is None:
+                if print_ is SEEN:
+                    print_ = item_print(item)
                 recent = item.published_at is not None and \
                     cutoff <= item.published_at <= now + CLOCK_SKEW
                 if first_poll and not recent:

@@ -19,11 +19,12 @@ from monitor.app import App
 from monitor.cadence import Bounds, Hints, after_content, after_nothing_new, failure_backoff, \
     next_poll, publishing_interval
 from monitor.errors import PermanentFetchError, TransientFetchError
-from monitor.parse import FeedItems
+from monitor.parse import FeedItems, read_feed
 from monitor.settings import Settings, load_settings
 from monitor.store import Store
 from monitor import workers
-from monitor.workers import FetchRequest, Fetching, _Worker
+from monitor.stories import Fingerprint
+from monitor.workers import SEEN, FetchRequest, Fetching, _Worker, item_print
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 BOUNDS = Bounds(timedelta(minutes=5), timedelta(hours=1))
@@ -190,6 +191,72 @@ def test_a_body_that_has_not_changed_is_not_parsed_again(
             assert third[0].new == 1 and len(reads) == 2
     asyncio.run(scenario())
     assert source_row(workspace, url).last_item_count == 4
+
+
+@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "worker"])
+def test_only_items_the_reader_has_not_seen_in_the_feed_are_fingerprinted(
+        feeds: FeedServer, processes: int) -> None:
+    url = feeds.set("/seen.xml", rss(dated_items(3, timedelta(hours=1))))
+    other = feeds.set("/other.xml", rss(dated_items(3, timedelta(hours=1))))
+
+    async def scenario() -> None:
+        fetching = Fetching(load_settings(_env_file=None), processes)
+        try:
+            first = await fetching.fetch(FetchRequest(url))
+            assert all(isinstance(p, Fingerprint) for p in first.prints)
+            feeds.set("/seen.xml", rss(dated_items(4, timedelta(hours=1))))
+            second = await fetching.fetch(FetchRequest(url))
+            assert second.read is not None
+            prints = {i.guid: p for i, p in zip(second.read.items, second.prints, strict=True)}
+            assert [g for g, p in prints.items() if p is SEEN] == ["g0", "g1", "g2"]
+            new = next(i for i in second.read.items if i.guid == "g3")
+            assert isinstance(prints["g3"], Fingerprint)
+            assert prints["g3"].signature == item_print(new).signature
+            # What one feed held says nothing about another with the same items.
+            elsewhere = await fetching.fetch(FetchRequest(other))
+            assert all(isinstance(p, Fingerprint) for p in elsewhere.prints)
+        finally:
+            await fetching.aclose()
+    asyncio.run(scenario())
+
+
+def test_a_new_item_the_reader_skipped_as_seen_is_fingerprinted_by_the_daemon(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    """The poll that first read the feed was not saved: the reader saw its items, the store
+    did not. The next poll's items are new, and the daemon fingerprints them itself."""
+    body = rss(dated_items(3, timedelta(hours=1)))
+    url = feeds.set("/unsaved.xml", body)
+    workspace.write_feeds(url)
+
+    async def scenario() -> None:
+        async with running(workspace) as app:
+            save_poll = app.store.save_poll
+            calls = []
+
+            def failing_once(*args: object, **kwargs: object) -> object:
+                calls.append(kwargs)
+                if len(calls) == 1:
+                    raise RuntimeError("database is locked")
+                return save_poll(*args, **kwargs)
+
+            app.store.save_poll = failing_once  # type: ignore[method-assign]
+            first = await poll_once(app)
+            assert first[0].error is not None and "database is locked" in first[0].error
+            assert all(out.fingerprint is not None for out in calls[0]["new"])
+            second = await poll_once(app)
+            assert second[0].new == 3, second
+            skipped = calls[1]["new"]
+            assert len(skipped) == 3
+            assert all(isinstance(out.fingerprint, Fingerprint) for out in skipped)
+    asyncio.run(scenario())
+    expected = {i.guid: item_print(i).signature
+                for i in read_feed(body, url=url, content_type="application/rss+xml").items}
+    store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
+    try:
+        stored = {item.guid: item.fingerprint for item, _ in store.items_since(hours_ago(1))}
+    finally:
+        store.close()
+    assert stored == expected
 
 
 def test_feeds_are_fetched_and_read_in_a_worker_process_which_is_replaced_if_it_dies(
