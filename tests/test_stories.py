@@ -399,6 +399,41 @@ def test_story_lookup_stays_bounded_however_many_items_share_words(tmp_path: Pat
     store.close()
 
 
+def test_items_that_left_the_window_are_no_candidates_before_and_after_pruning(
+        tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'window.db'}")
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    store.sync_sources([("https://a.example/feed", "A", timedelta(minutes=10)),
+                        ("https://b.example/feed", "B", timedelta(minutes=10))], now)
+    a, b = sorted(store.sources(), key=lambda s: s.name)
+
+    def outgoing(n: int) -> Outgoing:
+        item = normalize_entry({"id": f"i{n}", "title": f"{WIRE_TITLE} {n}",
+                                "summary": WIRE_LEAD, "link": f"https://a.example/{n}"})
+        return Outgoing(item, (), {}, fingerprint=fingerprint(item.title, item.summary))
+
+    later = now + timedelta(hours=50)
+    for source, at, numbers in ((a, now, range(0, 3)), (b, later, range(3, 5))):
+        store.save_poll(source, new=[outgoing(n) for n in numbers], changed=[], status=200,
+                        etag=None, last_modified=None, feed_title=None, now=at, next_poll_at=at)
+    probe = outgoing(9)
+    after = now + stories.WINDOW + timedelta(minutes=1)  # the first poll's items are out
+    with store.engine.connect() as connection:
+        view = store.story_index.batch(connection)
+        assert len(store._story_candidates(view, b, probe, later)) == 5
+        # Not pruned yet: still indexed, no longer candidates.
+        assert len(store.story_index) == 5
+        found = store._story_candidates(view, b, probe, after)
+        assert sorted(c.age for c in found) == [after - later] * 2
+        store.story_index.catch_up(connection, after)  # prunes them
+        assert len(store.story_index) == 2
+        assert len(store._story_candidates(store.story_index.batch(connection), b, probe,
+                                           after)) == 2
+        assert store._story_candidates(store.story_index.batch(connection), b, probe,
+                                       later + stories.WINDOW + timedelta(minutes=1)) == []
+    store.close()
+
+
 def test_a_story_another_writer_started_is_found_and_the_window_is_read_back(
         tmp_path: Path) -> None:
     """Two processes (here two stores) share a database: each one's index learns what the

@@ -70,6 +70,7 @@ class StoryIndex:
         self._publishers: dict[str, str] = {}
         self._watermark: int | None = None  # the highest item id read; None: nothing loaded
         self._pruned_at: datetime | None = None
+        self._oldest: datetime | None = None  # the earliest arrival among the entries
         self.lock = threading.Lock()  # held by a writer from its transaction to `commit`
 
     def __len__(self) -> int:
@@ -128,12 +129,13 @@ class StoryIndex:
         from the database (an item deleted meanwhile is left out)."""
         found: dict[int, Fingerprint] = {}
         missing = []
+        kept, used = self._decoded, self._decoded.move_to_end
         for item_id in ids:
-            decoded = self._decoded.get(item_id)
+            decoded = kept.get(item_id)
             if decoded is None:
                 missing.append(item_id)
             else:
-                self._decoded.move_to_end(item_id)
+                used(item_id)
                 found[item_id] = decoded
         if missing:
             rows = connection.execute(_BY_IDS, {"ids": missing})
@@ -153,6 +155,8 @@ class StoryIndex:
         if item_id in self._entries:
             return
         self._entries[item_id] = entry
+        if self._oldest is None or entry.first_seen_at < self._oldest:
+            self._oldest = entry.first_seen_at
         self._remember(item_id, decoded)
         cap = stories.POSTINGS_PER_KEY
         for key in decoded.key_hashes.tolist():
@@ -171,6 +175,7 @@ class StoryIndex:
         for item_id in gone:
             del self._entries[item_id]
             self._decoded.pop(item_id, None)
+        self._oldest = min((e.first_seen_at for e in self._entries.values()), default=None)
         for key in list(self._postings):
             kept = array(ID, (i for i in self._postings[key] if i not in gone))
             if kept:
@@ -215,13 +220,11 @@ class Batch:
         committed, pending = self.index._postings, self._postings
         empty = array(ID)
 
-        def recent(key: int) -> array[int]:
-            mine = pending.get(key)
-            if mine is None:
-                return committed.get(key, empty)[-cap:]
-            return (committed.get(key, empty) + mine)[-cap:]
-
-        ids = np.frombuffer(b"".join(map(recent, print_.key_hashes.tolist())), dtype=np.int64)
+        # Each word's most recent ids: committed ones, then this transaction's.
+        ids = np.frombuffer(b"".join([
+            committed.get(key, empty)[-cap:] if (mine := pending.get(key)) is None
+            else (committed.get(key, empty) + mine)[-cap:]
+            for key in print_.key_hashes.tolist()]), dtype=np.int64)
         if not len(ids):
             return
         # Sorted, each id's occurrences are together: their number is the words it shares.
@@ -232,21 +235,28 @@ class Batch:
         enough = shared >= stories.MIN_SHARED_KEYS
         found, shared = ids[starts[enough]], shared[enough]
         since = now - stories.WINDOW
-        chosen: list[int] = []
         # Most shared words first, the most recent first among equals.
-        for item_id in found[np.lexsort((-found, -shared))].tolist():
-            if self._entry(item_id).first_seen_at >= since:
-                chosen.append(item_id)
-                if len(chosen) == stories.CANDIDATES:
-                    break
+        ordered = found[np.lexsort((-found, -shared))].tolist()
+        oldest = self.index._oldest
+        if oldest is None or oldest >= since:  # all in the window (this batch's are `now`)
+            chosen = ordered[:stories.CANDIDATES]
+        else:
+            chosen = []
+            for item_id in ordered:
+                if self._entry(item_id).first_seen_at >= since:
+                    chosen.append(item_id)
+                    if len(chosen) == stories.CANDIDATES:
+                        break
         waiting = self._pending
         stored = self.index.fingerprints(self.connection,
                                          [i for i in chosen if i not in waiting])
+        entries = self.index._entries
         for item_id in sorted(chosen):
             held = waiting.get(item_id)
-            other = held[1] if held is not None else stored.get(item_id)
-            if other is not None:
-                yield item_id, self._entry(item_id), other
+            if held is not None:
+                yield item_id, *held
+            elif (other := stored.get(item_id)) is not None:
+                yield item_id, entries[item_id], other
 
     def commit(self, ids: dict[int, int], story_ids: dict[int, int]) -> None:
         """The transaction has committed: provisional item ids became `ids` (those missing
