@@ -32,6 +32,9 @@ from monitor.store import PendingAlert, Store
 
 MAX_RETRY_DELAY = timedelta(minutes=30)
 BATCH = 200  # alerts taken by one pass
+# Pauses before recording a send again when the store refused it (SQLite busy past its
+# timeout, a PostgreSQL failover): an alert whose send is not recorded goes out again.
+RECORD_RETRIES = (0.5, 2.0, 5.0)
 
 
 @dataclass
@@ -151,11 +154,19 @@ class Dispatcher:
         for alert in alerts:
             by_destination.setdefault(alert.destination, []).append(alert)
         try:
-            # Destinations in parallel, each one's messages in order.
-            await asyncio.gather(*(self._deliver_all(name, batch, report, held)
-                                   for name, batch in by_destination.items()))
+            # Destinations in parallel, each one's messages in order. One that fails does not
+            # end the pass while the others still send: the heartbeat keeps their lease
+            # until every one has finished.
+            outcomes = await asyncio.gather(*(self._deliver_all(name, batch, report, held)
+                                              for name, batch in by_destination.items()),
+                                            return_exceptions=True)
         finally:
             heartbeat.cancel()
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        for error in errors[1:]:
+            log.error("delivery failed", error=f"{type(error).__name__}: {error}"[:300])
+        if errors:
+            raise errors[0]
         return report
 
     async def _heartbeat(self, held: set[int]) -> None:
@@ -175,10 +186,13 @@ class Dispatcher:
         units = plan(alerts, self.destinations.get(destination),
                      notifier.group_limit if notifier else 1)
         done = 0
+        sending = False
         try:
             for unit in units:
                 await self._pacer(destination).wait()
+                sending = True
                 pause = await self._deliver(destination, notifier, unit, report)
+                sending = False
                 held.difference_update(unit.ids)
                 done += 1
                 if pause is not None:
@@ -191,12 +205,32 @@ class Dispatcher:
                         log.info("destination paused", destination=destination,
                                  alerts=len(rest), seconds=round(pause.total_seconds(), 1))
                     return
-        except asyncio.CancelledError:
-            # Stopping: what was not tried is given back at once rather than at lease expiry.
-            rest = [i for u in units[done:] for i in u.ids]
-            self.store.release(rest)
-            held.difference_update(rest)
+        except BaseException:
+            # Stopping, or the store failed: what was not tried is given back at once rather
+            # than at lease expiry. Not the message under way: it may have gone out, with its
+            # record still being written; its alerts wait for their lease, and go again only
+            # if unrecorded.
+            rest = [i for u in units[done + (1 if sending else 0):] for i in u.ids]
+            try:
+                self.store.release(rest)
+                held.difference_update(rest)
+            except Exception:
+                log.exception("cannot give back alerts not tried", alerts=rest)
             raise
+
+    async def _record_sent(self, ids: list[int], ref: str | None) -> None:
+        """Record a send, trying again a few times (`RECORD_RETRIES`) if the store refuses:
+        the message is out, and until it is recorded its alerts would go out again."""
+        for pause in (*RECORD_RETRIES, None):
+            try:
+                await asyncio.to_thread(self.store.mark_sent, ids, utcnow(), ref=ref)
+                return
+            except Exception as exc:
+                if pause is None:
+                    raise
+                log.warning("cannot record a sent alert yet", alerts=ids,
+                            error=str(exc)[:300], retry_in_s=pause)
+                await asyncio.sleep(pause)
 
     async def _deliver(self, destination: str, notifier: Notifier | None, unit: Unit,
                        report: DeliveryReport) -> timedelta | None:
@@ -244,8 +278,7 @@ class Dispatcher:
                         error=reason)
             return delay
         else:
-            await asyncio.to_thread(self.store.mark_sent, ids, utcnow(),
-                                    ref=ref if isinstance(ref, str) else None)
+            await self._record_sent(ids, ref if isinstance(ref, str) else None)
             report.sent += count
             report.messages += 1
             log.info("alert sent", alerts=ids, destination=destination, attempts=attempts,

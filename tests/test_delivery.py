@@ -609,3 +609,123 @@ def test_a_dispatcher_with_a_missing_notifier_retries_rather_than_losing(
     assert store.alert_counts() == {"failed": 1}
     store.close()
 
+
+
+def outbox(tmp_path: Path, destinations: tuple[str, ...], count: int) -> Store:
+    """A store holding `count` stories' alerts, pending for each of `destinations`."""
+    from monitor.normalize import normalize_entry
+    from monitor.parse import parse_feed
+    from monitor.store import Outgoing
+
+    store = Store.open(f"sqlite:///{tmp_path / 'outbox.db'}")
+    store.sync_sources([("http://a/", "A", timedelta(minutes=10))], UTC_NOON)
+    [source] = store.sources()
+    entries = parse_feed(rss([{"guid": f"g{n}", "title": f"Story {n}",
+                               "link": f"http://ex.org/{n}"} for n in range(count)]),
+                         url="http://a/").entries
+    store.save_poll(source, new=[
+        Outgoing(normalize_entry(e), ("r",), {d: Planned([{"id": "r", "terms": []}])
+                                              for d in destinations}) for e in entries],
+        changed=[], status=200, etag=None, last_modified=None, feed_title=None,
+        now=UTC_NOON, next_poll_at=UTC_NOON)
+    return store
+
+
+def by_destination(store: Store) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for row in sorted(store.alerts(limit=100), key=lambda r: r.id):
+        found.setdefault(row.destination, []).append(row.status)
+    return found
+
+
+def test_a_destination_whose_sends_cannot_be_recorded_does_not_orphan_the_others(
+        tmp_path: Path, slack: SlackServer, smtp: SmtpServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses to record email's sends (say, SQLite busy past its timeout): that
+    destination fails the pass, but only once Slack, slower, has sent and recorded all of
+    its own; none of them is left to go out again when its lease runs out."""
+    monkeypatch.setattr("monitor.dispatch.RECORD_RETRIES", (0.1, 0.1))
+    settings = Settings(_env_file=None, slack_webhook_url=slack.url, smtp_host="127.0.0.1",
+                        smtp_port=smtp.port, smtp_tls="none", email_from="m@example.org",
+                        email_to=["analyst@example.org"])
+    store = outbox(tmp_path, ("slack", "email"), 3)
+    email_ids = {r.id for r in store.alerts(destination="email")}
+    mark_sent = store.mark_sent
+    refused = []
+
+    def record(ids: list[int], now: datetime, *, ref: str | None = None) -> None:
+        if set(ids) & email_ids:
+            refused.append(ids)
+            raise sqlite3.OperationalError("database is locked")
+        mark_sent(ids, now, ref=ref)
+
+    store.mark_sent = record  # type: ignore[method-assign]
+    slack.delay = 0.6  # three sends: well after email has given up
+    dispatcher = Dispatcher(settings, store, build_notifiers(settings))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        asyncio.run(dispatcher.deliver_due(UTC_NOON))
+    assert len(refused) == 3  # tried, then tried again twice
+    # When the pass ends, Slack's alerts are sent and recorded, not still on their way.
+    assert by_destination(store) == {"slack": ["sent"] * 3,
+                                     "email": ["sending", "pending", "pending"]}
+    assert len(slack.received) == 3 and len(smtp.messages) == 1
+    store.close()
+
+
+def test_a_send_recorded_after_a_refusal_goes_out_once(
+        tmp_path: Path, slack: SlackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("monitor.dispatch.RECORD_RETRIES", (0.1,))
+    settings = Settings(_env_file=None, slack_webhook_url=slack.url)
+    store = outbox(tmp_path, ("slack",), 1)
+    mark_sent, calls = store.mark_sent, []
+
+    def record(ids: list[int], now: datetime, *, ref: str | None = None) -> None:
+        calls.append(ids)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        mark_sent(ids, now, ref=ref)
+
+    store.mark_sent = record  # type: ignore[method-assign]
+    report = asyncio.run(Dispatcher(settings, store, build_notifiers(settings))
+                         .deliver_due(UTC_NOON))
+    assert report.sent == 1 and len(calls) == 2
+    assert by_destination(store) == {"slack": ["sent"]}
+    later = asyncio.run(Dispatcher(settings, store, build_notifiers(settings))
+                        .deliver_due(UTC_NOON + timedelta(hours=1)))
+    assert later.sent == 0 and len(slack.received) == 1
+    store.close()
+
+
+def test_stopping_while_a_send_is_being_recorded_does_not_send_it_again(
+        tmp_path: Path, slack: SlackServer) -> None:
+    """Shutdown cancels the pass after Slack took the message and while the store is still
+    recording it: the alert is not given back as untried (it would go out again)."""
+    settings = Settings(_env_file=None, slack_webhook_url=slack.url)
+    store = outbox(tmp_path, ("slack",), 2)
+    mark_sent = store.mark_sent
+
+    def slow_record(ids: list[int], now: datetime, *, ref: str | None = None) -> None:
+        time.sleep(1.0)  # waiting for SQLite's write lock behind a poll's transaction
+        mark_sent(ids, now, ref=ref)
+
+    store.mark_sent = slow_record  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        dispatcher = Dispatcher(settings, store, build_notifiers(settings))
+        task = asyncio.create_task(dispatcher.deliver_due(UTC_NOON))
+        deadline = time.monotonic() + 10
+        while not slack.received and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()  # the first message is out; its record is being written
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(1.5)  # the record's thread finishes
+        assert by_destination(store) == {"slack": ["sent", "pending"]}
+        store.mark_sent = mark_sent  # type: ignore[method-assign]
+        again = await Dispatcher(settings, store, build_notifiers(settings)).deliver_due(
+            UTC_NOON + timedelta(minutes=1))
+        assert again.sent == 1
+    asyncio.run(scenario())
+    assert len(slack.received) == 2
+    assert sorted(linked_titles(slack.received)) == ["Story 0", "Story 1"]
+    store.close()
