@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
+from datetime import timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.dispatch import DeliveryReport, Dispatcher
@@ -26,6 +28,8 @@ from monitor.workers import Fetching
 
 
 class App:
+    NOTICE_RETRY = timedelta(minutes=10)
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.ruleset: RuleSet | None = None
@@ -35,6 +39,7 @@ class App:
         self.scheduler: AsyncIOScheduler | None = None  # the daemon's (not burst mode's)
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
+        self._notices_due_at = 0.0  # monotonic: when owed notices are next tried
         self._reloading = asyncio.Lock()
         self.destinations = settings.configured_destinations()
         # The rules directory as last loaded (or last tried): a change shows as a difference.
@@ -135,12 +140,29 @@ class App:
         """Poll the sources that are due, taking them a batch at a time (`_poll_claimed`);
         `every_source`: all of them, now (burst mode)."""
         assert self.store is not None
+        await self._owed_notices()
         if every_source:
             sources = await asyncio.to_thread(self.store.sources)
             return await self.poller.poll(sources)
         reports = await self._poll_claimed()
         await self.poller.flush()
         return reports
+
+    async def _owed_notices(self) -> None:
+        """Try again, every `NOTICE_RETRY` at most, the notices of disabled sources that no
+        destination took: no poll will (failing and recovered notices are tried again by
+        their source's next poll)."""
+        if time.monotonic() < self._notices_due_at:
+            return
+        self._notices_due_at = time.monotonic() + self.NOTICE_RETRY.total_seconds()
+        assert self.store is not None
+        try:
+            owed = await asyncio.to_thread(self.store.owing_notices)
+        except Exception:
+            log.exception("cannot read the notices owed")
+            return
+        for source in owed:
+            await self.tell_operator(source, "disabled", source.disabled_reason or "disabled")
 
     async def _poll_claimed(self) -> list[PollReport]:
         """Due sources, leased from the store a batch at a time while earlier ones are still
@@ -204,7 +226,8 @@ class App:
     async def tell_operator(self, source: SourceState, kind: str, detail: str) -> None:
         """One message per failure streak, and one when it ends, to the operator's
         destinations; claimed in the store, so one instance sends it. If no destination takes
-        it, the claim is given back and the next poll tries again."""
+        it, the claim is given back and the next poll tries again (for a disabled source,
+        never polled again: `_owed_notices`)."""
         assert self.store is not None
         now = utcnow()
         if not await asyncio.to_thread(self.store.take_notice, source.id, kind, now):

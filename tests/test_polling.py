@@ -422,6 +422,52 @@ def test_a_notice_nobody_could_take_is_tried_again(
     assert len(slack.attempts) == 2
 
 
+def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    """A disabled source is never polled again, so its notice is tried again on its own."""
+    workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
+    workspace.write_feeds(feeds.set("/gone.xml", b"gone", status=410))
+    slack.respond((500, "oops"))
+    workspace.run("run", "--once", check=True)
+    assert len(slack.attempts) == 1 and not slack.received
+    workspace.run("run", "--once", check=True)
+    workspace.run("run", "--once", check=True)
+    assert feeds.hits("/gone.xml") == 1
+    assert len(slack.attempts) == 2
+    [notice] = slack.received
+    assert "Source disabled" in notice["text"] and "410" in str(notice["blocks"])
+
+
+def test_a_source_s_disabled_notice_is_claimed_once_even_after_a_failing_notice(
+        tmp_path: Path) -> None:
+    claim_disabled_notice_once(f"sqlite:///{tmp_path / 'notices.db'}")
+
+
+def claim_disabled_notice_once(url: str) -> None:
+    """Instances that see the same 410 send one notice between them; a notice given back
+    is owed until one is sent. (Run on PostgreSQL too: test_postgres.py.)"""
+    one, two = Store.open(url), Store.open(url)
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    one.sync_sources([("https://gone.example/feed", "Gone", timedelta(minutes=10))], now)
+    [source] = one.sources()
+    one.record_failure(source.id, status=500, error="HTTP 500", now=now, next_poll_at=now)
+    assert one.take_notice(source.id, "failing", now)
+    later = now + timedelta(hours=2)
+    one.record_failure(source.id, status=410, error="HTTP 410", now=later, next_poll_at=later,
+                       disable=True)
+    assert [s.id for s in one.owing_notices()] == [source.id]
+    # The second instance's clock is behind: its claim still counts as after the disabling.
+    assert two.take_notice(source.id, "disabled", later - timedelta(seconds=30))
+    assert not one.take_notice(source.id, "disabled", later + timedelta(seconds=1))
+    assert one.owing_notices() == []
+    two.give_back_notice(source.id, "disabled", now)  # no destination took it
+    assert [s.id for s in one.owing_notices()] == [source.id]
+    assert one.take_notice(source.id, "disabled", later + timedelta(minutes=10))
+    assert not two.take_notice(source.id, "disabled", later + timedelta(minutes=11))
+    one.close()
+    two.close()
+
+
 def test_settings_that_cannot_work_are_refused() -> None:
     from monitor.errors import ConfigError
     with pytest.raises(ConfigError, match="MONITOR_OPERATOR_DESTINATIONS"):

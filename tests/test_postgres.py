@@ -54,3 +54,10 @@ def test_once_per_story_on_postgresql(workspace: Workspace, feeds: FeedServer,
     assert len(slack.received) == 1
     assert "Cosco Shipping at Chancay port" in slack.received[0]["blocks"][0]["text"]["text"]
     assert workspace.run("rules", "check").returncode == 0
+
+
+def test_a_disabled_notice_is_claimed_once_on_postgresql(database: str) -> None:
+    from test_polling import claim_disabled_notice_once
+
+    claim_disabled_notice_once(database)
+

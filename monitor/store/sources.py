@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, bindparam, func, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from monitor.store.base import SOURCES_LOCK, StoreBase
@@ -220,8 +220,13 @@ class SourcesMixin(StoreBase):
         instances. `give_back_notice` undoes it when the message could not be sent."""
         if kind == "recovered":
             condition, value = Source.failure_noticed_at.is_not(None), None
-        elif kind == "disabled":  # once per disabling, even after a "failing" notice
-            condition, value = Source.disabled_at.is_not(None), now
+        elif kind == "disabled":
+            # Once per disabling, even after a "failing" notice: claimed, the notice time is
+            # the disabling's or later (whichever instance's clock is behind).
+            condition = and_(Source.disabled_at.is_not(None),
+                             or_(Source.failure_noticed_at.is_(None),
+                                 Source.failure_noticed_at < Source.disabled_at))
+            value = case((Source.disabled_at > now, Source.disabled_at), else_=now)
         else:
             condition, value = Source.failure_noticed_at.is_(None), now
         with Session(self.engine) as session, session.begin():
@@ -230,9 +235,20 @@ class SourcesMixin(StoreBase):
             return result.rowcount == 1  # type: ignore[attr-defined]
 
     def give_back_notice(self, source_id: int, kind: str, noticed_at: datetime | None) -> None:
+        """Undo `take_notice`: `noticed_at` is what the source had before it."""
         with Session(self.engine) as session, session.begin():
             session.execute(update(Source).where(Source.id == source_id).values(
-                failure_noticed_at=noticed_at if kind == "recovered" else None))
+                failure_noticed_at=None if kind == "failing" else noticed_at))
+
+    def owing_notices(self) -> list[SourceState]:
+        """Disabled sources whose operator notice has not gone out (no destination took it):
+        they are never polled again, so nothing else would try it again."""
+        with Session(self.engine) as session:
+            return [_state(s) for s in session.scalars(
+                select(Source).where(Source.active.is_(True), Source.disabled_at.is_not(None),
+                                     or_(Source.failure_noticed_at.is_(None),
+                                         Source.failure_noticed_at < Source.disabled_at))
+                .order_by(Source.id))]
 
     def enable_source(self, url: str, now: datetime) -> bool:
         """Poll a disabled source again, now, with its failure record cleared."""
