@@ -27,7 +27,7 @@ from monitor.match import RuleMatch
 from monitor.normalize import Item
 from monitor.rules import Rule, RuleSet
 from monitor.settings import Settings
-from monitor.store import Outgoing, Planned, SourceState, Store, Unchanged
+from monitor.store import STORE_ERRORS, Outgoing, Planned, SourceState, Store, Unchanged
 from monitor.workers import SEEN, Fetched, FetchRequest, Fetching, Prints, item_print
 
 FLUSH_DELAY = 0.2  # seconds: quiet polls are written together, once this long has passed
@@ -162,6 +162,14 @@ class Poller:
             failure = exc
             log.warning("feed failed", url=source.url, status=exc.status, error=exc.reason,
                         failures=source.consecutive_failures + 1)
+        except STORE_ERRORS as exc:
+            # The database's trouble, not the feed's: nothing is held against the source
+            # (no backoff, no "failing" notice). It stays leased until its lease runs out,
+            # and is polled again then.
+            log.exception("cannot record a poll", url=source.url)
+            cause = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
+            return PollReport(source.label, None,
+                              error=f"database: {type(exc).__name__}: {cause}"[:500])
         except Exception as exc:
             failure = FetchError(source.url, f"unexpected {type(exc).__name__}: {exc}"[:500])
             log.exception("feed failed", url=source.url, error=failure.reason,

@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from conftest import FeedServer, SlackServer, Workspace, hours_ago, rss
 from monitor.app import App
@@ -420,6 +422,36 @@ def test_a_notice_nobody_could_take_is_tried_again(
     assert len([p for p in slack.received if "Source failing" in p["text"]]) == 1
     workspace.run("run", "--once", check=True)
     assert len(slack.attempts) == 2
+
+
+def test_a_database_error_while_saving_a_poll_is_not_held_against_the_feed(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url,
+                         MONITOR_SOURCE_ALERT_AFTER="0.01s")
+    url = feeds.set("/fine.xml", rss(dated_items(3, timedelta(hours=1))))
+    workspace.write_feeds(url)
+
+    async def scenario() -> None:
+        async with running(workspace) as app:
+            save_poll = app.store.save_poll
+
+            def locked(*args: object, **kwargs: object) -> None:
+                raise OperationalError("INSERT INTO items …", {},
+                                       sqlite3.OperationalError("database is locked"))
+
+            app.store.save_poll = locked  # type: ignore[method-assign]
+            for _ in range(2):
+                [report] = await poll_once(app)
+                assert report.error is not None and report.error.startswith(
+                    "database: OperationalError") and "locked" in report.error
+            [row] = await asyncio.to_thread(app.store.sources)
+            assert (row.consecutive_failures, row.failing_since, row.last_error) == \
+                (0, None, None)
+            app.store.save_poll = save_poll  # type: ignore[method-assign]
+            [report] = await poll_once(app)
+            assert report.new == 3 and report.error is None
+    asyncio.run(scenario())
+    assert not slack.received  # no "Source failing" notice blaming the feed
 
 
 def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
