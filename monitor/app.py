@@ -40,6 +40,7 @@ class App:
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
         self._notices_due_at = 0.0  # monotonic: when owed notices are next tried
+        self._owed: asyncio.Task[None] | None = None  # trying them, in the background
         self._reloading = asyncio.Lock()
         self.destinations = settings.configured_destinations()
         # The rules directory as last loaded (or last tried): a change shows as a difference.
@@ -129,6 +130,9 @@ class App:
             await self.reload()
 
     async def close(self) -> None:
+        if self._owed is not None and not self._owed.done():
+            self._owed.cancel()  # a notice it had claimed is given back
+            await asyncio.gather(self._owed, return_exceptions=True)
         if self.fetching is not None:
             await self.fetching.aclose()
         for notifier in self.notifiers.values():
@@ -140,7 +144,7 @@ class App:
         """Poll the sources that are due, taking them a batch at a time (`_poll_claimed`);
         `every_source`: all of them, now (burst mode)."""
         assert self.store is not None
-        await self._owed_notices()
+        self._owe_notices()
         if every_source:
             sources = await asyncio.to_thread(self.store.sources)
             return await self.poller.poll(sources)
@@ -148,21 +152,35 @@ class App:
         await self.poller.flush()
         return reports
 
-    async def _owed_notices(self) -> None:
-        """Try again, every `NOTICE_RETRY` at most, the notices of disabled sources that no
-        destination took: no poll will (failing and recovered notices are tried again by
-        their source's next poll)."""
-        if time.monotonic() < self._notices_due_at:
+    def _owe_notices(self) -> None:
+        """Try again, every `NOTICE_RETRY` at most and in the background (a channel that is
+        down must not hold up polling), the notices of disabled sources that no destination
+        took: no poll will (failing and recovered notices are tried again by their source's
+        next poll)."""
+        if time.monotonic() < self._notices_due_at or \
+                (self._owed is not None and not self._owed.done()):
             return
         self._notices_due_at = time.monotonic() + self.NOTICE_RETRY.total_seconds()
+        self._owed = asyncio.get_running_loop().create_task(self._owed_notices())
+
+    async def _owed_notices(self) -> None:
         assert self.store is not None
+        if not any(name in self.notifiers for name in self._operator_destinations()):
+            return  # nobody to tell
         try:
             owed = await asyncio.to_thread(self.store.owing_notices)
         except Exception:
             log.exception("cannot read the notices owed")
             return
         for source in owed:
-            await self.tell_operator(source, "disabled", source.disabled_reason or "disabled")
+            try:
+                await self.tell_operator(source, "disabled",
+                                         source.disabled_reason or "disabled")
+            except Exception:
+                log.exception("cannot send a notice owed", url=source.url)
+
+    def _operator_destinations(self) -> tuple[str, ...]:
+        return tuple(self.settings.operator_destinations or self.routing.default)
 
     async def _poll_claimed(self) -> list[PollReport]:
         """Due sources, leased from the store a batch at a time while earlier ones are still
@@ -233,18 +251,22 @@ class App:
         if not await asyncio.to_thread(self.store.take_notice, source.id, kind, now):
             return
         message = source_notice(source, kind, detail, now)
-        names = self.settings.operator_destinations or self.routing.default
         delivered = False
-        for name in names:
-            notifier = self.notifiers.get(name)
-            if notifier is None:
-                continue
-            try:
-                await notifier.send(message)
-                delivered = True
-            except Exception as exc:
-                log.warning("operator notice not delivered", destination=name,
-                            source=source.url, error=str(exc)[:300])
+        try:
+            for name in self._operator_destinations():
+                notifier = self.notifiers.get(name)
+                if notifier is None:
+                    continue
+                try:
+                    await notifier.send(message)
+                    delivered = True
+                except Exception as exc:
+                    log.warning("operator notice not delivered", destination=name,
+                                source=source.url, error=str(exc)[:300])
+        except asyncio.CancelledError:
+            if not delivered:  # stopping: the claim is given back, the notice still owed
+                self.store.give_back_notice(source.id, kind, source.failure_noticed_at)
+            raise
         (log.info if kind == "recovered" else log.error)(
             "source " + kind, url=source.url, detail=detail, notified=delivered)
         if not delivered:
@@ -259,6 +281,8 @@ class App:
         try:
             polls = await self.poll_due(every_source=True)
             delivery = await self.deliver()
+            if self._owed is not None:
+                await self._owed
             log.info("run finished", sources=len(polls),
                      failed=sum(1 for p in polls if p.error), new=sum(p.new for p in polls),
                      alerts=sum(p.alerts for p in polls), sent=delivery.sent,

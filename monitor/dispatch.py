@@ -205,14 +205,17 @@ class Dispatcher:
                         log.info("destination paused", destination=destination,
                                  alerts=len(rest), seconds=round(pause.total_seconds(), 1))
                     return
-        except BaseException:
+        except BaseException as exc:
             # Stopping, or the store failed: what was not tried is given back at once rather
             # than at lease expiry. Not the message under way: it may have gone out, with its
             # record still being written; its alerts wait for their lease, and go again only
             # if unrecorded.
             rest = [i for u in units[done + (1 if sending else 0):] for i in u.ids]
             try:
-                self.store.release(rest)
+                if isinstance(exc, asyncio.CancelledError):
+                    self.store.release(rest)  # stopping: now, before the loop goes
+                else:
+                    await asyncio.to_thread(self.store.release, rest)
                 held.difference_update(rest)
             except Exception:
                 log.exception("cannot give back alerts not tried", alerts=rest)

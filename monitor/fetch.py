@@ -28,6 +28,11 @@ from monitor.errors import FetchError, PermanentFetchError, TransientFetchError
 if TYPE_CHECKING:
     from monitor.settings import Settings
 
+# Longer validators are not kept (nor sent back): a real one is far shorter, and the store's
+# columns hold these lengths. Such a feed is simply fetched whole each time.
+ETAG_MAX, LAST_MODIFIED_MAX = 500, 100
+
+
 ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml, "
           "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5")
 
@@ -84,6 +89,10 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _validator(value: str | None, limit: int) -> str | None:
+    return value if value is not None and len(value) <= limit else None
 
 
 def _max_age(value: str | None) -> float | None:
@@ -275,8 +284,8 @@ class Fetcher:
                 started: float) -> FetchResult:
         return FetchResult(
             url=str(response.url), status=response.status_code, body=body,
-            etag=response.headers.get("ETag"),
-            last_modified=response.headers.get("Last-Modified"),
+            etag=_validator(response.headers.get("ETag"), ETAG_MAX),
+            last_modified=_validator(response.headers.get("Last-Modified"), LAST_MODIFIED_MAX),
             content_type=response.headers.get("Content-Type"),
             elapsed_ms=int((time.monotonic() - started) * 1000), feed_url=url,
             max_age=_max_age(response.headers.get("Cache-Control")))

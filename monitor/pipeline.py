@@ -163,7 +163,7 @@ class Poller:
             log.warning("feed failed", url=source.url, status=exc.status, error=exc.reason,
                         failures=source.consecutive_failures + 1)
         except STORE_ERRORS as exc:
-            # The database's trouble, not the feed's: nothing is held against the source
+            # The database is unavailable, not the feed's fault: nothing is held against it
             # (no backoff, no "failing" notice). It stays leased until its lease runs out,
             # and is polled again then.
             log.exception("cannot record a poll", url=source.url)

@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import sqlite3
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -703,8 +704,10 @@ def test_stopping_while_a_send_is_being_recorded_does_not_send_it_again(
     settings = Settings(_env_file=None, slack_webhook_url=slack.url)
     store = outbox(tmp_path, ("slack",), 2)
     mark_sent = store.mark_sent
+    recording = threading.Event()
 
     def slow_record(ids: list[int], now: datetime, *, ref: str | None = None) -> None:
+        recording.set()
         time.sleep(1.0)  # waiting for SQLite's write lock behind a poll's transaction
         mark_sent(ids, now, ref=ref)
 
@@ -713,9 +716,7 @@ def test_stopping_while_a_send_is_being_recorded_does_not_send_it_again(
     async def scenario() -> None:
         dispatcher = Dispatcher(settings, store, build_notifiers(settings))
         task = asyncio.create_task(dispatcher.deliver_due(UTC_NOON))
-        deadline = time.monotonic() + 10
-        while not slack.received and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        assert await asyncio.to_thread(recording.wait, 10)
         task.cancel()  # the first message is out; its record is being written
         with pytest.raises(asyncio.CancelledError):
             await task

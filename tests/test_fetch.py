@@ -50,6 +50,16 @@ def test_conditional_get_gets_304_with_the_etag(feeds: FeedServer) -> None:
     assert "monitor/" in sent["User-Agent"]
 
 
+def test_validators_too_long_to_be_real_are_not_kept(feeds: FeedServer) -> None:
+    url = feeds.set("/long.xml", FEED, conditional=False,
+                    headers={"ETag": f'"{"e" * 600}"', "Last-Modified": "M" * 150})
+    first, second = fetch_twice(url)
+    assert first.status == 200 and (first.etag, first.last_modified) == (None, None)
+    sent = feeds.requests[-1][1]
+    assert "If-None-Match" not in sent and "If-Modified-Since" not in sent
+    assert second.status == 200 and second.body == FEED
+
+
 def test_unchanged_feeds_are_polled_over_one_kept_alive_connection(feeds: FeedServer) -> None:
     url = feeds.set("/f.xml", FEED)
 

@@ -9,12 +9,13 @@ import contextlib
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from conftest import FeedServer, SlackServer, Workspace, hours_ago, rss
 from monitor.app import App
@@ -447,11 +448,22 @@ def test_a_database_error_while_saving_a_poll_is_not_held_against_the_feed(
             [row] = await asyncio.to_thread(app.store.sources)
             assert (row.consecutive_failures, row.failing_since, row.last_error) == \
                 (0, None, None)
+
+            def refused(*args: object, **kwargs: object) -> None:
+                raise DataError("UPDATE sources …", {}, ValueError("value too long"))
+
+            # A statement the database refuses is not an outage: it counts against the feed.
+            app.store.save_poll = refused  # type: ignore[method-assign]
+            [report] = await poll_once(app)
+            assert report.error is not None and "unexpected DataError" in report.error
+            [row] = await asyncio.to_thread(app.store.sources)
+            assert row.consecutive_failures == 1
             app.store.save_poll = save_poll  # type: ignore[method-assign]
             [report] = await poll_once(app)
             assert report.new == 3 and report.error is None
     asyncio.run(scenario())
-    assert not slack.received  # no "Source failing" notice blaming the feed
+    # No "Source failing" notice blamed the feed for the outage (the refusal came once).
+    assert not slack.received
 
 
 def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
@@ -468,6 +480,65 @@ def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
     assert len(slack.attempts) == 2
     [notice] = slack.received
     assert "Source disabled" in notice["text"] and "410" in str(notice["blocks"])
+
+
+def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
+    workspace.write_feeds(feeds.set("/gone.xml", b"gone", status=410),
+                          feeds.set("/fine.xml", rss(dated_items(1, timedelta(hours=1)))))
+    slack.respond((500, "oops"))
+    workspace.run("run", "--once", check=True)  # disabled, its notice refused: owed
+    slack.delay = 3.0  # the operator's channel hangs
+
+    def owed() -> list[str]:
+        store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
+        try:
+            return [s.url for s in store.owing_notices()]
+        finally:
+            store.close()
+
+    async def scenario(stop_early: bool) -> None:
+        async with running(workspace) as app:
+            started = time.monotonic()
+            reports = await app.poll_due(every_source=True)
+            assert time.monotonic() - started < 2.0  # not held up by the notice
+            assert [r.status for r in reports] == [304]
+            assert app._owed is not None
+            if stop_early:  # stopping while the notice is on its way: it stays owed
+                await asyncio.sleep(0.5)
+                return
+            await app._owed
+    asyncio.run(scenario(stop_early=True))
+    assert [u.rsplit("/", 1)[1] for u in owed()] == ["gone.xml"]
+    asyncio.run(scenario(stop_early=False))
+    assert owed() == []
+    time.sleep(3.5)  # the request given up on when stopping is answered meanwhile
+    notices = [p for p in slack.received if "Source disabled" in p["text"]]
+    assert 1 <= len(notices) <= 2  # the one given up on may have been posted too
+
+
+def test_a_notice_owed_that_cannot_be_claimed_does_not_stop_polling(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
+    workspace.write_feeds(feeds.set("/gone.xml", b"gone", status=410),
+                          feeds.set("/fine.xml", rss(dated_items(1, timedelta(hours=1)))))
+    slack.respond((500, "oops"))
+    workspace.run("run", "--once", check=True)
+
+    async def scenario() -> None:
+        async with running(workspace) as app:
+            def locked(*args: object) -> bool:
+                raise OperationalError("UPDATE sources …", {},
+                                       sqlite3.OperationalError("database is locked"))
+
+            app.store.take_notice = locked  # type: ignore[method-assign]
+            reports = await app.poll_due(every_source=True)
+            assert [r.status for r in reports] == [304]
+            assert app._owed is not None
+            await app._owed  # logged, not raised
+    asyncio.run(scenario())
+    assert not slack.received
 
 
 def test_a_source_s_disabled_notice_is_claimed_once_even_after_a_failing_notice(

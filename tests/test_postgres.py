@@ -56,6 +56,19 @@ def test_once_per_story_on_postgresql(workspace: Workspace, feeds: FeedServer,
     assert workspace.run("rules", "check").returncode == 0
 
 
+def test_a_feed_with_an_absurd_etag_is_still_read_on_postgresql(
+        workspace: Workspace, feeds: FeedServer, database: str) -> None:
+    """Longer than the column holds (PostgreSQL enforces it): not kept, the feed is read."""
+    workspace.env.update(MONITOR_DATABASE_URL=database)
+    url = feeds.set("/etag.xml", rss([{"guid": "1", "title": "Chancay", "date": hours_ago(1)}]),
+                    conditional=False, headers={"ETag": f'"{"e" * 600}"'})
+    workspace.write_feeds(url)
+    workspace.run("run", "--once", check=True)
+    listing = workspace.run("sources", check=True).stdout
+    line = next(l for l in listing.splitlines() if l.startswith("Feed 0"))
+    assert " ok " in f" {line} " and " 1 " in f" {line} ", listing
+
+
 def test_a_disabled_notice_is_claimed_once_on_postgresql(database: str) -> None:
     from test_polling import claim_disabled_notice_once
 

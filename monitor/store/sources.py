@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, and_, bindparam, case, func, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, case, func, or_, select, text, true, update
 from sqlalchemy.orm import Session
 
 from monitor.store.base import SOURCES_LOCK, StoreBase
@@ -235,9 +235,11 @@ class SourcesMixin(StoreBase):
             return result.rowcount == 1  # type: ignore[attr-defined]
 
     def give_back_notice(self, source_id: int, kind: str, noticed_at: datetime | None) -> None:
-        """Undo `take_notice`: `noticed_at` is what the source had before it."""
+        """Undo `take_notice`: `noticed_at` is what the source had before it. (Not for a
+        disabled source enabled meanwhile: its record starts afresh.)"""
+        still = Source.disabled_at.is_not(None) if kind == "disabled" else true()
         with Session(self.engine) as session, session.begin():
-            session.execute(update(Source).where(Source.id == source_id).values(
+            session.execute(update(Source).where(Source.id == source_id, still).values(
                 failure_noticed_at=None if kind == "failing" else noticed_at))
 
     def owing_notices(self) -> list[SourceState]:
