@@ -482,13 +482,19 @@ def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
     assert "Source disabled" in notice["text"] and "410" in str(notice["blocks"])
 
 
-def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
-        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+def owe_a_disabled_notice(workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    """A run in which one source is disabled (410) and its notice refused: it is owed; the
+    other source is fine."""
     workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
     workspace.write_feeds(feeds.set("/gone.xml", b"gone", status=410),
                           feeds.set("/fine.xml", rss(dated_items(1, timedelta(hours=1)))))
     slack.respond((500, "oops"))
-    workspace.run("run", "--once", check=True)  # disabled, its notice refused: owed
+    workspace.run("run", "--once", check=True)
+
+
+def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    owe_a_disabled_notice(workspace, feeds, slack)
     slack.delay = 3.0  # the operator's channel hangs
 
     def owed() -> list[str]:
@@ -520,11 +526,7 @@ def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
 
 def test_a_notice_owed_that_cannot_be_claimed_does_not_stop_polling(
         workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
-    workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
-    workspace.write_feeds(feeds.set("/gone.xml", b"gone", status=410),
-                          feeds.set("/fine.xml", rss(dated_items(1, timedelta(hours=1)))))
-    slack.respond((500, "oops"))
-    workspace.run("run", "--once", check=True)
+    owe_a_disabled_notice(workspace, feeds, slack)
 
     async def scenario() -> None:
         async with running(workspace) as app:
