@@ -10,5 +10,6 @@ from monitor.store.repo import STATES, AlertRow, AttemptRow, Copy, Known, Outgoi
 # caller's. A statement it refuses (a value too long, a constraint) is not one of these.
 STORE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, TimeoutError)
 
-__all__ = ["STORE_ERRORS", "STATES", "AlertRow", "AttemptRow", "Copy", "Known", "Outgoing", "PendingAlert",
-           "Planned", "SaveOutcome", "SourceState", "Store", "StoryView", "FeedRow", "Unchanged"]
+__all__ = ["STORE_ERRORS", "STATES", "AlertRow", "AttemptRow", "Copy", "Known", "Outgoing",
+           "PendingAlert", "Planned", "SaveOutcome", "SourceState", "Store", "StoryView",
+           "FeedRow", "Unchanged"]
