@@ -466,6 +466,32 @@ def test_a_database_error_while_saving_a_poll_is_not_held_against_the_feed(
     assert not slack.received
 
 
+def test_a_poll_the_database_could_not_save_is_taken_again_once_its_lease_runs_out(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    workspace.env.update(MONITOR_SOURCE_LEASE="3s", MONITOR_FETCH_TIMEOUT="2s")
+    url = feeds.set("/fine.xml", rss(dated_items(3, timedelta(hours=1))))
+    workspace.write_feeds(url)
+
+    async def scenario() -> None:
+        async with running(workspace) as app:
+            save_poll = app.store.save_poll
+
+            def locked(*args: object, **kwargs: object) -> None:
+                raise OperationalError("INSERT INTO items …", {},
+                                       sqlite3.OperationalError("database is locked"))
+
+            app.store.save_poll = locked  # type: ignore[method-assign]
+            [report] = await app.poll_due()  # as the daemon's tick: the source is leased
+            assert report.error is not None and "locked" in report.error
+            app.store.save_poll = save_poll  # type: ignore[method-assign]
+            assert await app.poll_due() == []  # still leased: not taken again yet
+            await asyncio.sleep(3.2)
+            [report] = await app.poll_due()
+            assert report.new == 3 and report.error is None
+    asyncio.run(scenario())
+    assert feeds.hits("/fine.xml") == 2
+
+
 def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
         workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
     """A disabled source is never polled again, so its notice is tried again on its own."""
