@@ -425,6 +425,11 @@ def test_a_notice_nobody_could_take_is_tried_again(
     assert len(slack.attempts) == 2
 
 
+def database_locked(*args: object, **kwargs: object) -> None:
+    """A store call as it fails while the database is locked past its busy timeout."""
+    raise OperationalError("UPDATE …", {}, sqlite3.OperationalError("database is locked"))
+
+
 def test_a_database_error_while_saving_a_poll_is_not_held_against_the_feed(
         workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
     workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url,
@@ -435,12 +440,7 @@ def test_a_database_error_while_saving_a_poll_is_not_held_against_the_feed(
     async def scenario() -> None:
         async with running(workspace) as app:
             save_poll = app.store.save_poll
-
-            def locked(*args: object, **kwargs: object) -> None:
-                raise OperationalError("INSERT INTO items …", {},
-                                       sqlite3.OperationalError("database is locked"))
-
-            app.store.save_poll = locked  # type: ignore[method-assign]
+            app.store.save_poll = database_locked  # type: ignore[method-assign]
             for _ in range(2):
                 [report] = await poll_once(app)
                 assert report.error is not None and report.error.startswith(
@@ -475,12 +475,7 @@ def test_a_poll_the_database_could_not_save_is_taken_again_once_its_lease_runs_o
     async def scenario() -> None:
         async with running(workspace) as app:
             save_poll = app.store.save_poll
-
-            def locked(*args: object, **kwargs: object) -> None:
-                raise OperationalError("INSERT INTO items …", {},
-                                       sqlite3.OperationalError("database is locked"))
-
-            app.store.save_poll = locked  # type: ignore[method-assign]
+            app.store.save_poll = database_locked  # type: ignore[method-assign]
             [report] = await app.poll_due()  # as the daemon's tick: the source is leased
             assert report.error is not None and "locked" in report.error
             app.store.save_poll = save_poll  # type: ignore[method-assign]
@@ -556,11 +551,7 @@ def test_a_notice_owed_that_cannot_be_claimed_does_not_stop_polling(
 
     async def scenario() -> None:
         async with running(workspace) as app:
-            def locked(*args: object) -> bool:
-                raise OperationalError("UPDATE sources …", {},
-                                       sqlite3.OperationalError("database is locked"))
-
-            app.store.take_notice = locked  # type: ignore[method-assign]
+            app.store.take_notice = database_locked  # type: ignore[method-assign]
             reports = await app.poll_due(every_source=True)
             assert [r.status for r in reports] == [304]
             assert app._owed is not None
