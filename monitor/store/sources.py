@@ -76,6 +76,13 @@ class Unchanged:
     interval: timedelta | None = None  # the adapted interval, for a source that adapts
 
 
+# A disabled source whose "disabled" notice has not gone out: none since it was disabled (a
+# "failing" notice before that does not count).
+_DISABLED_NOTICE_OWED = and_(Source.disabled_at.is_not(None),
+                             or_(Source.failure_noticed_at.is_(None),
+                                 Source.failure_noticed_at < Source.disabled_at))
+
+
 def _state(source: Source) -> SourceState:
     return SourceState(
         id=source.id, url=source.url, name=source.name, feed_title=source.feed_title,
@@ -223,9 +230,7 @@ class SourcesMixin(StoreBase):
         elif kind == "disabled":
             # Once per disabling, even after a "failing" notice: claimed, the notice time is
             # the disabling's or later (whichever instance's clock is behind).
-            condition = and_(Source.disabled_at.is_not(None),
-                             or_(Source.failure_noticed_at.is_(None),
-                                 Source.failure_noticed_at < Source.disabled_at))
+            condition = _DISABLED_NOTICE_OWED
             value = case((Source.disabled_at > now, Source.disabled_at), else_=now)
         else:
             condition, value = Source.failure_noticed_at.is_(None), now
@@ -247,9 +252,7 @@ class SourcesMixin(StoreBase):
         they are never polled again, so nothing else would try it again."""
         with Session(self.engine) as session:
             return [_state(s) for s in session.scalars(
-                select(Source).where(Source.active.is_(True), Source.disabled_at.is_not(None),
-                                     or_(Source.failure_noticed_at.is_(None),
-                                         Source.failure_noticed_at < Source.disabled_at))
+                select(Source).where(Source.active.is_(True), _DISABLED_NOTICE_OWED)
                 .order_by(Source.id))]
 
     def enable_source(self, url: str, now: datetime) -> bool:
