@@ -18,9 +18,10 @@ poll tick does, its worker process fetching and reading) with a temporary SQLite
 a rules directory holding the N feeds and the shipped rules/entities.yaml and
 rules/watchlist.yaml. Settings are the defaults unless given (--set, which also passes any
 other environment variable; MONITOR_FETCH_CONCURRENCY=8, log level INFO; the log goes to a
-file), except the per-host limit, lifted: the one local server stands in for N publishers. Memory is the daemon's and its
-fetch worker's together. rss2email runs the way it is used, `r2e run --no-send` once per
-cycle, from /tmp/r2e-venv (installed with pip if missing) or --r2e.
+file), except the per-host limit, lifted: the one local server stands in for N publishers.
+Memory is the daemon's and its fetch worker's together. rss2email runs the way it is used,
+`r2e run --no-send` once per cycle, from /tmp/r2e-venv (installed with pip if missing) or
+--r2e.
 
     python bench/poll.py [--feeds 1000] [--items 50] [--changed 0.1] [--new-items 3]
                          [--skip-peer] [--r2e PATH] [--concurrency N] [--no-gzip]
