@@ -5,11 +5,13 @@ The dispatcher alone owns attempts, backoff and pacing. A notifier says "sent" b
 bug in a notifier and is retried like a transient failure, with the traceback logged.
 
 A pass claims what is due (`sending`, under a lease its heartbeat keeps fresh; a crashed
-holder's alerts come back when the lease runs out) and plans each destination's messages:
-a digest destination's alerts go as one digest; a destination with many alerts due at once
-gets them grouped rather than a flood; thread replies and the rest go one by one. Messages to
-one destination are paced (Slack: one a second, short bursts allowed); destinations run in
-parallel. A grouped message succeeds or fails as one, for every alert it carries.
+holder's alerts come back when the lease runs out, and a pass that outlived its lease settles
+only what it still holds, except a send, which is recorded whoever holds it) and plans each
+destination's messages: a digest destination's alerts go as one digest; a destination with
+many alerts due at once gets them grouped rather than a flood; thread replies and the rest go
+one by one. Messages to one destination are paced (Slack: one a second, short bursts allowed);
+destinations run in parallel. A grouped message succeeds or fails as one, for every alert it
+carries.
 """
 
 from __future__ import annotations
@@ -123,6 +125,14 @@ def plan(alerts: list[PendingAlert], destination: Destination | None,
     return units
 
 
+def _held(ids: list[int], recorded: list[int]) -> None:
+    """Warn about alerts whose failure this pass could not record: its lease ran out (the
+    store was failing) and another pass took them, whose outcome stands."""
+    lost = sorted(set(ids) - set(recorded))
+    if lost:
+        log.warning("delivery lease lost to another pass", alerts=lost)
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, store: Store, notifiers: Mapping[str, Notifier],
                  destinations: Mapping[str, Destination] | None = None):
@@ -149,7 +159,8 @@ class Dispatcher:
         if not alerts:
             return report
         held = {a.id for a in alerts}
-        heartbeat = asyncio.create_task(self._heartbeat(held))
+        claim = alerts[0].claim  # one for the whole pass
+        heartbeat = asyncio.create_task(self._heartbeat(held, claim))
         by_destination: dict[str, list[PendingAlert]] = {}
         for alert in alerts:
             by_destination.setdefault(alert.destination, []).append(alert)
@@ -157,7 +168,8 @@ class Dispatcher:
             # Destinations in parallel, each one's messages in order. One that fails does not
             # end the pass while the others still send: the heartbeat keeps their lease
             # until every one has finished.
-            outcomes = await asyncio.gather(*(self._deliver_all(name, batch, report, held)
+            outcomes = await asyncio.gather(*(self._deliver_all(name, batch, report, held,
+                                                                claim)
                                               for name, batch in by_destination.items()),
                                             return_exceptions=True)
         finally:
@@ -169,19 +181,19 @@ class Dispatcher:
             raise errors[0]
         return report
 
-    async def _heartbeat(self, held: set[int]) -> None:
+    async def _heartbeat(self, held: set[int], claim: str) -> None:
         """Keep the lease of what this pass still holds, so that a long pass (paced, or
         waiting on a slow channel) does not lose its alerts to another pass."""
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             try:
                 await asyncio.to_thread(self.store.extend_lease, sorted(held),
-                                        utcnow() + self.lease)
+                                        utcnow() + self.lease, claim=claim)
             except Exception:
                 log.exception("cannot extend the delivery lease")
 
     async def _deliver_all(self, destination: str, alerts: list[PendingAlert],
-                           report: DeliveryReport, held: set[int]) -> None:
+                           report: DeliveryReport, held: set[int], claim: str) -> None:
         notifier = self.notifiers.get(destination)
         units = plan(alerts, self.destinations.get(destination),
                      notifier.group_limit if notifier else 1)
@@ -191,7 +203,7 @@ class Dispatcher:
             for unit in units:
                 await self._pacer(destination).wait()
                 sending = True
-                pause = await self._deliver(destination, notifier, unit, report)
+                pause = await self._deliver(destination, notifier, unit, report, claim)
                 sending = False
                 held.difference_update(unit.ids)
                 done += 1
@@ -199,7 +211,8 @@ class Dispatcher:
                     # The channel is down or asked us to wait: the rest of its alerts wait as
                     # long, without spending an attempt (and a timeout) each on it.
                     rest = [i for u in units[done:] for i in u.ids]
-                    await asyncio.to_thread(self.store.release, rest, until=utcnow() + pause)
+                    await asyncio.to_thread(self.store.release, rest, claim=claim,
+                                            until=utcnow() + pause)
                     held.difference_update(rest)
                     if rest:
                         log.info("destination paused", destination=destination,
@@ -213,9 +226,9 @@ class Dispatcher:
             rest = [i for u in units[done + (1 if sending else 0):] for i in u.ids]
             try:
                 if isinstance(exc, asyncio.CancelledError):
-                    self.store.release(rest)  # stopping: now, before the loop goes
+                    self.store.release(rest, claim=claim)  # stopping: now, before the loop goes
                 else:
-                    await asyncio.to_thread(self.store.release, rest)
+                    await asyncio.to_thread(self.store.release, rest, claim=claim)
                 held.difference_update(rest)
             except Exception:
                 log.exception("cannot give back alerts not tried", alerts=rest)
@@ -236,7 +249,7 @@ class Dispatcher:
                 await asyncio.sleep(pause)
 
     async def _deliver(self, destination: str, notifier: Notifier | None, unit: Unit,
-                       report: DeliveryReport) -> timedelta | None:
+                       report: DeliveryReport, claim: str) -> timedelta | None:
         """Send one message; if it must be retried, return how long its destination should
         rest."""
         attempts = max(a.attempts for a in unit.alerts) + 1
@@ -252,7 +265,8 @@ class Dispatcher:
                 [alert] = unit.alerts
                 ref = await notifier.send(build_message(alert), reply_to=alert.reply_to)
         except PermanentFailure as exc:
-            await asyncio.to_thread(self.store.mark_dead, ids, str(exc), utcnow())
+            _held(ids, await asyncio.to_thread(self.store.mark_dead, ids, str(exc), utcnow(),
+                                               claim=claim))
             report.dead += count
             report.errors.append(str(exc))
             log.error("alert failed permanently", alerts=ids, destination=destination,
@@ -265,16 +279,17 @@ class Dispatcher:
                 log.exception("notifier error", alerts=ids, destination=destination)
             report.errors.append(reason)
             if attempts >= self.settings.delivery_max_attempts:
-                await asyncio.to_thread(self.store.mark_dead, ids,
-                                        f"gave up after {attempts} attempts: {reason}",
-                                        utcnow())
+                _held(ids, await asyncio.to_thread(
+                    self.store.mark_dead, ids, f"gave up after {attempts} attempts: {reason}",
+                    utcnow(), claim=claim))
                 report.dead += count
                 log.error("alert failed permanently", alerts=ids, destination=destination,
                           attempts=attempts, error=reason)
                 return None
             delay = retry_delay(self.settings.delivery_retry_base, attempts, asked)
             now = utcnow()
-            await asyncio.to_thread(self.store.mark_failed, ids, reason, now, now + delay)
+            _held(ids, await asyncio.to_thread(self.store.mark_failed, ids, reason, now,
+                                               now + delay, claim=claim))
             report.retried += count
             log.warning("alert delivery failed", alerts=ids, destination=destination,
                         attempts=attempts, retry_in_s=round(delay.total_seconds(), 1),

@@ -74,3 +74,9 @@ def test_a_disabled_notice_is_claimed_once_on_postgresql(database: str) -> None:
 
     claim_disabled_notice_once(database)
 
+
+
+def test_alert_claims_stay_with_their_pass_on_postgresql(database: str) -> None:
+    from test_store import alert_claims_stay_with_their_pass
+
+    alert_claims_stay_with_their_pass(database)

@@ -89,7 +89,7 @@ def test_an_item_and_its_alerts_are_recorded_once_whoever_writes_first(tmp_path:
     assert two.claim_due_alerts(NOW, lease=lease) == []  # held by the first pass
     [alert] = [a for a in claimed if a.destination == "slack"]
     one.mark_sent([alert.id], NOW)
-    one.mark_failed([alert.id], "late", NOW, NOW)  # a sent alert never goes back
+    one.mark_failed([alert.id], "late", NOW, NOW, claim=alert.claim)  # sent stays sent
     # The holder of the email alert "crashed": its lease runs out and another pass takes it.
     assert two.claim_due_alerts(NOW + lease / 2, lease=lease) == []
     [again] = two.claim_due_alerts(NOW + lease * 2, lease=lease)
@@ -97,6 +97,60 @@ def test_an_item_and_its_alerts_are_recorded_once_whoever_writes_first(tmp_path:
     assert one.alert_counts() == {"sending": 1, "sent": 1}
     one.close()
     two.close()
+
+
+def alert_claims_stay_with_their_pass(url: str) -> None:
+    """A delivery pass whose lease ran out (stalled on a failing store, say) cannot extend,
+    give back or settle what another pass has taken since; a message it did send is recorded
+    all the same, or it would go out again. (Run on PostgreSQL too: test_postgres.py.)"""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from monitor.store.models import Alert
+
+    store = Store.open(url)
+    store.sync_sources([("http://a/", "A", timedelta(minutes=10))], NOW)
+    [source] = store.sources()
+    rules = {"slack": Planned([{"id": "cosco", "name": "C", "terms": ["Cosco"]}])}
+    store.save_poll(source, new=[Outgoing(an_item(g, f"Cosco {g} in Lima"), ("cosco",), rules)
+                                 for g in ("a", "b", "c", "d")],
+                    changed=[], status=200, etag=None, last_modified=None, feed_title="T",
+                    now=NOW, next_poll_at=NOW + timedelta(minutes=10))
+    lease = timedelta(minutes=1)
+    stalled = store.claim_due_alerts(NOW, lease=lease)
+    later = NOW + lease * 2  # the stalled pass's lease ran out
+    taken = store.claim_due_alerts(later, lease=lease)
+    assert [x.id for x in taken] == [x.id for x in stalled] and len(taken) == 4
+    old, new = stalled[0].claim, taken[0].claim
+    assert old != new and {x.claim for x in stalled} == {old}
+    a, b, c, d = (x.id for x in taken)
+
+    def state() -> dict[int, tuple[str, int, str | None, datetime | None]]:
+        with Session(store.engine) as session:
+            return {row.id: (row.status, row.attempts, row.claim, row.lease_until)
+                    for row in session.scalars(select(Alert))}
+
+    store.extend_lease([a, b, c, d], later + timedelta(hours=1), claim=old)
+    store.release([a], claim=old)
+    assert store.mark_failed([b], "timed out", later, later, claim=old) == []
+    assert store.mark_dead([c], "refused", later, claim=old) == []
+    assert state() == dict.fromkeys([a, b, c, d], ("sending", 0, new, later + lease))
+    assert store.mark_sent([d], later) == [d]  # out: recorded, whoever holds it now
+    assert state()[d][:3] == ("sent", 1, None)
+    # The pass holding them now settles them as usual; a sent one stays sent.
+    store.extend_lease([a, b, c, d], later + lease * 2, claim=new)
+    assert state()[a] == ("sending", 0, new, later + lease * 2)
+    store.release([a], claim=new)
+    assert store.mark_failed([b], "timed out", later, later, claim=new) == [b]
+    assert store.mark_dead([c], "refused", later, claim=new) == [c]
+    assert store.mark_failed([d], "late", later, later, claim=new) == []
+    assert state() == {a: ("pending", 0, None, None), b: ("failed", 1, None, None),
+                       c: ("dead", 1, None, None), d: ("sent", 1, None, None)}
+    store.close()
+
+
+def test_alert_claims_stay_with_their_pass(tmp_path: Path) -> None:
+    alert_claims_stay_with_their_pass(f"sqlite:///{tmp_path / 'm.db'}")
 
 
 def test_the_same_story_alerts_once_per_destination_across_sources(tmp_path: Path) -> None:

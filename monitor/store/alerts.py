@@ -4,6 +4,7 @@ read back for `monitor alerts`. Alerts are raised as items are saved (items.py).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ class PendingAlert:
     also: tuple[str, ...] = ()  # the other outlets that reported the story so far
     urgent: bool = False
     reply_to: str | None = None  # a thread reply: the message_ref of the story's first alert
+    claim: str = ""  # the token of the pass holding it: what it settles, releases and extends
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,10 @@ class AlertsMixin(StoreBase):
                          limit: int = 100) -> list[PendingAlert]:
         """Take up to `limit` due alerts for one delivery pass: `sending` until settled, and
         skipped by every other pass until then or until the lease runs out (the holder
-        crashed). A thread reply waits until its story's first alert is settled."""
+        crashed). A thread reply waits until its story's first alert is settled. They carry
+        the pass's `claim`, which settling, releasing and extending them must name."""
         parent = aliased(Alert)
+        claim = secrets.token_hex(8)
         with Session(self.engine) as session, session.begin():
             query = (select(Alert.id)
                      .outerjoin(parent, Alert.parent_id == parent.id)
@@ -85,7 +89,7 @@ class AlertsMixin(StoreBase):
             if not ids:
                 return []
             session.execute(update(Alert).where(Alert.id.in_(ids))
-                            .values(status="sending", lease_until=now + lease))
+                            .values(status="sending", lease_until=now + lease, claim=claim))
             rows = session.execute(
                 select(Alert, Item, Source, parent.message_ref)
                 .join(Item, Alert.item_id == Item.id)
@@ -105,61 +109,77 @@ class AlertsMixin(StoreBase):
                 url=item.url, summary=item.summary, content=item.content,
                 published_at=item.published_at, first_seen_at=item.first_seen_at,
                 source_name=_label(source, item.publisher), urgent=alert.urgent,
-                reply_to=parent_ref,
+                reply_to=parent_ref, claim=claim,
                 also=() if alert.parent_id is not None else tuple(dict.fromkeys(
                     label for other_id, label in copies.get(alert.story_id, ())
                     if other_id != item.id and label != _label(source, item.publisher))))
                 for alert, item, source, parent_ref in rows]
 
-    def extend_lease(self, alert_ids: Sequence[int], until: datetime) -> None:
-        """A pass still working on these alerts keeps them (its heartbeat)."""
+    @staticmethod
+    def _held(alert_ids: Sequence[int], claim: str) -> Any:
+        """These alerts, where the pass that took them with `claim` still holds them."""
+        return and_(Alert.id.in_(list(alert_ids)), Alert.status == "sending",
+                    Alert.claim == claim)
+
+    def extend_lease(self, alert_ids: Sequence[int], until: datetime, *, claim: str) -> None:
+        """A pass still working on these alerts keeps them (its heartbeat): those it still
+        holds, not those another pass took after its lease ran out."""
         if alert_ids:
             with Session(self.engine) as session, session.begin():
-                session.execute(update(Alert).where(Alert.id.in_(list(alert_ids)),
-                                                    Alert.status == "sending")
+                session.execute(update(Alert).where(self._held(alert_ids, claim))
                                 .values(lease_until=until))
 
     def _settle(self, alert_ids: Sequence[int], now: datetime, outcome: str,
-                error: str | None, **values: Any) -> None:
-        """Record one attempt of the message that carried these alerts."""
+                error: str | None, held: Any, **values: Any) -> list[int]:
+        """Record one attempt of the message that carried these alerts, on those `held`
+        selects; returns their ids."""
         if not alert_ids:
-            return
+            return []
         with Session(self.engine) as session, session.begin():
-            ids = list(session.scalars(
-                update(Alert).where(Alert.id.in_(list(alert_ids)), Alert.status == "sending")
-                .values(attempts=Alert.attempts + 1, lease_until=None, **values)
+            ids = sorted(session.scalars(
+                update(Alert).where(held)
+                .values(attempts=Alert.attempts + 1, lease_until=None, claim=None, **values)
                 .returning(Alert.id)))
             if ids:
                 session.execute(self._insert(AlertAttempt).values([
                     {"alert_id": i, "at": now, "outcome": outcome,
                      "error": error[:2000] if error else None, "grouped": len(alert_ids)}
                     for i in ids]))
+            return ids
 
     def mark_sent(self, alert_ids: Sequence[int], now: datetime, *,
-                  ref: str | None = None) -> None:
-        self._settle(alert_ids, now, "sent", None, status="sent", sent_at=now,
-                     last_error=None, message_ref=ref)
+                  ref: str | None = None) -> list[int]:
+        """The message is out: recorded whoever holds its alerts now (a pass that took them
+        after this one's lease ran out would otherwise send them again), unless already
+        recorded as sent."""
+        return self._settle(alert_ids, now, "sent", None,
+                            and_(Alert.id.in_(list(alert_ids)), Alert.status != "sent"),
+                            status="sent", sent_at=now, last_error=None, message_ref=ref)
 
     def mark_failed(self, alert_ids: Sequence[int], error: str, now: datetime,
-                    next_attempt_at: datetime) -> None:
-        self._settle(alert_ids, now, "failed", error, status="failed",
-                     last_error=error[:2000], next_attempt_at=next_attempt_at)
+                    next_attempt_at: datetime, *, claim: str) -> list[int]:
+        return self._settle(alert_ids, now, "failed", error, self._held(alert_ids, claim),
+                            status="failed", last_error=error[:2000],
+                            next_attempt_at=next_attempt_at)
 
-    def mark_dead(self, alert_ids: Sequence[int], error: str, now: datetime) -> None:
-        self._settle(alert_ids, now, "dead", error, status="dead", last_error=error[:2000])
+    def mark_dead(self, alert_ids: Sequence[int], error: str, now: datetime, *,
+                  claim: str) -> list[int]:
+        return self._settle(alert_ids, now, "dead", error, self._held(alert_ids, claim),
+                            status="dead", last_error=error[:2000])
 
-    def release(self, alert_ids: Sequence[int], *, until: datetime | None = None) -> None:
+    def release(self, alert_ids: Sequence[int], *, claim: str,
+                until: datetime | None = None) -> None:
         """Give claimed alerts back without counting an attempt, due again at `until` (or as
         they were): the pass stopped before trying them."""
         if not alert_ids:
             return
-        values: dict[str, Any] = {"lease_until": None, "status": case(
+        values: dict[str, Any] = {"lease_until": None, "claim": None, "status": case(
             (Alert.attempts > 0, "failed"), else_="pending")}
         if until is not None:
             values["next_attempt_at"] = until
         with Session(self.engine) as session, session.begin():
-            session.execute(update(Alert).where(Alert.id.in_(list(alert_ids)),
-                                                Alert.status == "sending").values(**values))
+            session.execute(update(Alert).where(self._held(alert_ids, claim))
+                            .values(**values))
 
     def alerts(self, *, status: str | None = None, destination: str | None = None,
                limit: int = 50) -> list[AlertRow]:

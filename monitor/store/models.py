@@ -139,6 +139,7 @@ class Alert(Base):
 
     status: pending (never tried) → sending (a delivery pass holds it until `lease_until`) →
     sent | failed (will be tried again at `next_attempt_at`) | dead (given up, with the reason).
+    A pass settles, releases or extends only what it still holds: the `claim` it took.
     """
 
     __tablename__ = "alerts"
@@ -165,6 +166,9 @@ class Alert(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # While a delivery pass holds the alert; another pass (or instance) skips it until then.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The pass holding it (a token of its claim): one whose lease ran out while it was stalled
+    # cannot settle or give back what another pass has taken since.
+    claim: Mapped[str | None] = mapped_column(String(32))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     urgent: Mapped[bool] = mapped_column(default=False)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"))
