@@ -23,12 +23,14 @@ from monitor.pipeline import Compiled, Poller, PollReport, Routing, compile_rule
     parse_processes, utcnow
 from monitor.rules import RuleSet, fingerprint, load_rules
 from monitor.settings import Settings
-from monitor.store import FeedRow, SourceState, Store
+from monitor.store import STORE_ERRORS, FeedRow, SourceState, Store
 from monitor.workers import Fetching
 
 
 class App:
     NOTICE_RETRY = timedelta(minutes=10)
+    CLOCK_CHECK = timedelta(minutes=10)  # how often the database's clock is compared with ours
+    CLOCK_WARN = timedelta(seconds=5)  # a difference worth an operator's look
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -40,6 +42,7 @@ class App:
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
         self._notices_due_at = 0.0  # monotonic: when owed notices are next tried
+        self._clock_due_at = 0.0  # monotonic: when the database's clock is next compared
         self._owed: asyncio.Task[None] | None = None  # trying them, in the background
         self._reloading = asyncio.Lock()
         self.destinations = settings.configured_destinations()
@@ -56,6 +59,7 @@ class App:
         self.routing = Routing(default=default_destinations(self.notifiers),
                                destinations_by_name={n: d for n, d in self.destinations.items()
                                                      if n in self.notifiers})
+        await self._check_clock()
         await self._adopt(compiled)
         self.fetching = Fetching(settings, parse_processes(settings))
         self.poller = Poller(settings, self.store, self.fetching, compiled, self.routing,
@@ -86,7 +90,7 @@ class App:
         await asyncio.to_thread(self.store.sync_sources, [
             FeedRow(f.url, f.name, self.settings.interval_for(f.interval),
                     pinned=f.interval is not None)
-            for f in compiled.ruleset.feeds], utcnow())
+            for f in compiled.ruleset.feeds], self.store.clock())
         for rule in compiled.ruleset.rules:
             missing = [d for d in rule.notify or () if d not in self.notifiers]
             if missing:  # configured, but its notifier could not be built (logged then)
@@ -145,12 +149,32 @@ class App:
         `every_source`: all of them, now (burst mode)."""
         assert self.store is not None
         self._owe_notices()
+        await self._check_clock()
         if every_source:
             sources = await asyncio.to_thread(self.store.sources)
             return await self.poller.poll(sources)
         reports = await self._poll_claimed()
         await self.poller.flush()
         return reports
+
+    async def _check_clock(self) -> None:
+        """Every `CLOCK_CHECK`, measure how far the database's clock is from this host's:
+        leases are taken and judged by the database's (`Store.clock`). A host whose clock is
+        off is worth a warning all the same: the times it writes (first seen, next poll,
+        next attempt) are its own."""
+        assert self.store is not None
+        if time.monotonic() < self._clock_due_at:
+            return
+        self._clock_due_at = time.monotonic() + self.CLOCK_CHECK.total_seconds()
+        try:
+            offset = await asyncio.to_thread(self.store.measure_clock)
+        except STORE_ERRORS as exc:
+            log.warning("cannot read the database's clock", error=str(exc)[:300])
+            return
+        if abs(offset) > self.CLOCK_WARN:
+            log.warning("this host's clock disagrees with the database server's: leases "
+                        "follow the server's; check the host's time sync",
+                        host_ahead_s=round(-offset.total_seconds(), 1))
 
     def _owe_notices(self) -> None:
         """Try again, every `NOTICE_RETRY` at most and in the background (a channel that is
@@ -203,7 +227,8 @@ class App:
                     wanted = 4 * slots - len(running)
                     try:
                         taken = await asyncio.to_thread(self.store.claim_due_sources,
-                                                        utcnow(), lease=lease, limit=wanted)
+                                                        self.store.clock(), lease=lease,
+                                                        limit=wanted)
                     except Exception:
                         # The polls under way finish; the next tick tries again.
                         log.exception("cannot take due sources")
@@ -237,7 +262,7 @@ class App:
             await asyncio.sleep(lease.total_seconds() / 3)
             try:
                 await asyncio.to_thread(self.store.renew_source_leases,
-                                        list(running.values()), utcnow() + lease)
+                                        list(running.values()), self.store.clock() + lease)
             except Exception:
                 log.exception("cannot renew source leases")
 
@@ -247,7 +272,7 @@ class App:
         it, the claim is given back and the next poll tries again (for a disabled source,
         never polled again: `_owed_notices`)."""
         assert self.store is not None
-        now = utcnow()
+        now = self.store.clock()
         if not await asyncio.to_thread(self.store.take_notice, source.id, kind, now):
             return
         message = source_notice(source, kind, detail, now)

@@ -28,7 +28,6 @@ from monitor.errors import PermanentFailure, RetryLater
 from monitor.logs import log
 from monitor.notify import Notifier
 from monitor.notify.message import AlertGroup, AlertMessage, RuleHit, snippet
-from monitor.pipeline import utcnow
 from monitor.settings import Settings
 from monitor.store import PendingAlert, Store
 
@@ -153,7 +152,7 @@ class Dispatcher:
 
     async def deliver_due(self, now: datetime | None = None) -> DeliveryReport:
         """One pass over what is due at `now` (default: the current time)."""
-        alerts = await asyncio.to_thread(self.store.claim_due_alerts, now or utcnow(),
+        alerts = await asyncio.to_thread(self.store.claim_due_alerts, now or self.store.clock(),
                                          lease=self.lease, limit=BATCH)
         report = DeliveryReport()
         if not alerts:
@@ -188,7 +187,7 @@ class Dispatcher:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             try:
                 await asyncio.to_thread(self.store.extend_lease, sorted(held),
-                                        utcnow() + self.lease, claim=claim)
+                                        self.store.clock() + self.lease, claim=claim)
             except Exception:
                 log.exception("cannot extend the delivery lease")
 
@@ -212,7 +211,7 @@ class Dispatcher:
                     # long, without spending an attempt (and a timeout) each on it.
                     rest = [i for u in units[done:] for i in u.ids]
                     await asyncio.to_thread(self.store.release, rest, claim=claim,
-                                            until=utcnow() + pause)
+                                            until=self.store.clock() + pause)
                     held.difference_update(rest)
                     if rest:
                         log.info("destination paused", destination=destination,
@@ -239,7 +238,7 @@ class Dispatcher:
         the message is out, and until it is recorded its alerts would go out again."""
         for pause in (*RECORD_RETRIES, None):
             try:
-                await asyncio.to_thread(self.store.mark_sent, ids, utcnow(), ref=ref)
+                await asyncio.to_thread(self.store.mark_sent, ids, self.store.clock(), ref=ref)
                 return
             except Exception as exc:
                 if pause is None:
@@ -265,8 +264,8 @@ class Dispatcher:
                 [alert] = unit.alerts
                 ref = await notifier.send(build_message(alert), reply_to=alert.reply_to)
         except PermanentFailure as exc:
-            _held(ids, await asyncio.to_thread(self.store.mark_dead, ids, str(exc), utcnow(),
-                                               claim=claim))
+            _held(ids, await asyncio.to_thread(self.store.mark_dead, ids, str(exc),
+                                               self.store.clock(), claim=claim))
             report.dead += count
             report.errors.append(str(exc))
             log.error("alert failed permanently", alerts=ids, destination=destination,
@@ -281,13 +280,13 @@ class Dispatcher:
             if attempts >= self.settings.delivery_max_attempts:
                 _held(ids, await asyncio.to_thread(
                     self.store.mark_dead, ids, f"gave up after {attempts} attempts: {reason}",
-                    utcnow(), claim=claim))
+                    self.store.clock(), claim=claim))
                 report.dead += count
                 log.error("alert failed permanently", alerts=ids, destination=destination,
                           attempts=attempts, error=reason)
                 return None
             delay = retry_delay(self.settings.delivery_retry_base, attempts, asked)
-            now = utcnow()
+            now = self.store.clock()
             _held(ids, await asyncio.to_thread(self.store.mark_failed, ids, reason, now,
                                                now + delay, claim=claim))
             report.retried += count

@@ -146,12 +146,13 @@ class Poller:
         async with self._writing:
             batch, self._unchanged = self._unchanged, []
             if batch:
-                await asyncio.to_thread(self.store.record_unchanged, batch, utcnow())
+                await asyncio.to_thread(self.store.record_unchanged, batch,
+                                        self.store.clock())
 
     async def poll_source(self, source: SourceState) -> PollReport:
         """Poll one source. Whatever goes wrong is recorded against this source and backed
         off; it never reaches the other sources."""
-        now = utcnow()
+        now = self.store.clock()
         try:
             fetched = await self._fetch(source)
             try:

@@ -6,9 +6,11 @@ each test creates its own database and drops it afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -80,3 +82,69 @@ def test_alert_claims_stay_with_their_pass_on_postgresql(database: str) -> None:
     from test_store import alert_claims_stay_with_their_pass
 
     alert_claims_stay_with_their_pass(database)
+
+
+# A host whose clock runs ahead of the database server's. (Not something this machine can
+# arrange: the host's clock, as the store reads it, is what the tests move.)
+AHEAD = timedelta(seconds=90)
+
+
+def test_leases_follow_the_database_servers_clock_on_postgresql(database: str) -> None:
+    from monitor.store import Store
+
+    normal, fast = Store.open(database), Store.open(database)
+    fast.local_clock = lambda: datetime.now(UTC) + AHEAD  # type: ignore[method-assign]
+    try:
+        assert abs(normal.measure_clock()) < timedelta(seconds=1)
+        assert abs(fast.measure_clock() + AHEAD) < timedelta(seconds=1)
+        assert abs(fast.clock() - normal.clock()) < timedelta(seconds=1)
+        normal.sync_sources([(f"http://a.example/{n}", None, timedelta(minutes=10))
+                             for n in range(3)], normal.clock())
+        lease = timedelta(minutes=1)
+        assert len(normal.claim_due_sources(normal.clock(), lease=lease, limit=10)) == 3
+        # By the fast host's own clock the lease has run out; by the server's, not yet.
+        assert fast.claim_due_sources(fast.clock(), lease=lease, limit=10) == []
+        assert len(fast.claim_due_sources(fast.local_clock(), lease=lease, limit=10)) == 3
+    finally:
+        normal.close()
+        fast.close()
+
+
+def test_a_host_whose_clock_is_off_says_so_and_leases_by_the_servers_clock_on_postgresql(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer, database: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    from monitor.store import Store
+    from test_polling import running
+
+    def ahead() -> datetime:
+        return datetime.now(UTC) + AHEAD
+
+    for module in ("app", "pipeline"):
+        monkeypatch.setattr(f"monitor.{module}.utcnow", ahead)
+    monkeypatch.setattr(Store, "local_clock", staticmethod(ahead))
+    story = {"guid": "1", "title": "Cosco Shipping at Chancay port", "date": hours_ago(1)}
+    workspace.write_feeds(feeds.set("/slow.xml", rss([story]), delay=2))
+
+    async def scenario() -> None:
+        async with running(workspace, MONITOR_DATABASE_URL=database,
+                           MONITOR_SLACK_WEBHOOK_URL=slack.url) as app:
+            assert app.store is not None
+            tick = asyncio.create_task(app.poll_due())
+            while not feeds.requests:
+                await asyncio.sleep(0.05)
+            [source] = app.store.sources()
+            assert source.leased_until is not None
+            by_server = datetime.now(UTC) + app.settings.source_lease
+            assert abs(source.leased_until - by_server) < timedelta(seconds=5)
+            [report] = await tick
+            assert report.alerts == 1
+            delivered = await app.deliver()
+            assert delivered.sent == 1
+
+    with capture_logs() as logged:
+        asyncio.run(scenario())
+    [warning] = [e for e in logged if "clock disagrees" in e["event"]]
+    assert warning["log_level"] == "warning" and 89 < warning["host_ahead_s"] < 91
+    assert len(slack.received) == 1

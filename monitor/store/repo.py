@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from monitor.store.alerts import STATES, AlertRow, AlertsMixin, AttemptRow, PendingAlert
 from monitor.store.base import SOURCES_LOCK, STORY_LOCK
@@ -38,6 +39,8 @@ class Store(SourcesMixin, ItemsMixin, AlertsMixin):
         # Names this process in the leases it takes on sources.
         self.instance = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.story_index = StoryIndex()  # the story window, for this process's writes
+        # How far the database server's clock is ahead of this host's (`measure_clock`).
+        self.clock_offset = timedelta(0)
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
@@ -47,6 +50,27 @@ class Store(SourcesMixin, ItemsMixin, AlertsMixin):
         reader = create_db_engine(url, reads_only=True) if engine.dialect.name == "sqlite" \
             else None
         return cls(engine, reader)
+
+    @staticmethod
+    def local_clock() -> datetime:
+        return datetime.now(UTC)
+
+    def clock(self) -> datetime:
+        """Now, by the clock leases are taken and judged by: the database server's (as last
+        measured), so that instances on hosts whose clocks disagree still agree on when a
+        lease runs out."""
+        return self.local_clock() + self.clock_offset
+
+    def measure_clock(self) -> timedelta:
+        """Measure, and return, how far the database server's clock is ahead of this host's.
+        PostgreSQL only: SQLite is on this host, and its clock is this host's (zero)."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as connection:
+                before = self.local_clock()
+                server = connection.execute(select(func.clock_timestamp())).scalar_one()
+                after = self.local_clock()
+            self.clock_offset = server - (before + (after - before) / 2)
+        return self.clock_offset
 
     def close(self) -> None:
         self.engine.dispose()
