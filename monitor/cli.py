@@ -152,11 +152,13 @@ def _one_line(text: str | None, width: int) -> str:
 
 @contextmanager
 def _store() -> Iterator[Any]:
-    """The store the settings name, open for one command."""
+    """The store the settings name, open for one command, its clock measured: what it shows
+    and writes is by the database server's clock, as the daemon's are."""
     from monitor.store import Store
 
     store = Store.open(_settings().database_url)
     try:
+        store.measure_clock()
         yield store
     finally:
         store.close()
@@ -194,17 +196,15 @@ def sources(ctx: click.Context, failing: bool) -> None:
     """Every source: its last fetch, status, items, interval, next poll and last error."""
     if ctx.invoked_subcommand is not None:
         return
-    from monitor.pipeline import utcnow
-
     with _store() as store:
         rows = store.source_overview()
+        now = store.clock()
     if failing:
         rows = [(s, n) for s, n in rows if s.consecutive_failures or s.disabled_at]
     if not rows:
         click.echo("no failing sources" if failing else
                    "no sources yet: `monitor run` adds those rules/feeds.yaml names")
         return
-    now = utcnow()
     click.echo(f"{'SOURCE':<28} {'STATUS':<12} {'HTTP':>4} {'LAST FETCH':<10} {'ITEMS':>6} "
                f"{'EVERY':>6} {'NEXT POLL':<10} ERROR")
     for source, items in rows:
@@ -212,6 +212,7 @@ def sources(ctx: click.Context, failing: bool) -> None:
         every_text = _ago(now + source.polling_interval, now).removeprefix("in ") + \
             ("" if source.pinned else "~")
         next_text = "—" if source.disabled_at else (
+            "polling" if source.leased_until and source.leased_until > now else
             "due" if source.next_poll_at <= now else _ago(source.next_poll_at, now))
         error = source.disabled_reason or source.last_error or ""
         click.echo(f"{_one_line(source.label, 28):<28} {_source_status(source):<12} "
@@ -225,10 +226,8 @@ def sources(ctx: click.Context, failing: bool) -> None:
 @click.argument("url")
 def sources_enable(url: str) -> None:
     """Poll a source again that its server had said is gone (410)."""
-    from monitor.pipeline import utcnow
-
     with _store() as store:
-        found = store.enable_source(url, utcnow())
+        found = store.enable_source(url, store.clock())
     if not found:
         raise click.ClickException(f"no source {url!r}: `monitor sources` lists them")
     click.echo(f"enabled {url}: polled at the next tick")
@@ -311,17 +310,10 @@ def alerts_show(alert_id: int) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead alert.")
 def alerts_retry(alert_ids: tuple[int, ...], all_dead: bool) -> None:
     """Give dead alerts a fresh set of attempts (after fixing what killed them)."""
-    from monitor.pipeline import utcnow
-    from monitor.store import Store
-
     if bool(alert_ids) == all_dead:
         raise click.UsageError("name the dead alerts to retry, or pass --all-dead")
-    settings = _settings()
-    store = Store.open(settings.database_url)
-    try:
-        retried = store.retry_dead(None if all_dead else list(alert_ids), utcnow())
-    finally:
-        store.close()
+    with _store() as store:
+        retried = store.retry_dead(None if all_dead else list(alert_ids), store.clock())
     skipped = sorted(set(alert_ids) - set(retried))
     click.echo(f"{len(retried)} alert(s) pending again" +
                (f": {', '.join(map(str, retried))}" if retried and alert_ids else ""))

@@ -649,6 +649,9 @@ def test_sources_taken_but_not_polled_are_given_back_when_the_tick_is_cancelled(
             leased = [s for s in app.store.sources() if s.leased_until and s.leased_until > now]
             # Four per fetch slot taken: two being fetched, six waiting; two left for others.
             assert len(leased) == 8
+            listing = (await asyncio.to_thread(workspace.run, "sources", check=True)).stdout
+            assert [line.split()[-1] for line in listing.splitlines()
+                    if line.startswith("Feed ")].count("polling") == 8, listing
             tick.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await tick
