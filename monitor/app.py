@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.dispatch import DeliveryReport, Dispatcher
@@ -29,6 +30,7 @@ from monitor.workers import Fetching
 
 class App:
     NOTICE_RETRY = timedelta(minutes=10)
+    NOTICE_LEASE = timedelta(minutes=10)  # a notice's sender holds it this long, then others
     CLOCK_CHECK = timedelta(minutes=10)  # how often the database's clock is compared with ours
     CLOCK_WARN = timedelta(seconds=5)  # a difference worth an operator's look
 
@@ -178,8 +180,9 @@ class App:
 
     def _owe_notices(self) -> None:
         """Try again, every `NOTICE_RETRY` at most and in the background (a channel that is
-        down must not hold up polling), the notices of disabled sources that no destination
-        took: no poll will (failing and recovered notices are tried again by their source's
+        down must not hold up polling), the notices no poll will: those of disabled sources
+        that no destination took, and those whose sender died before saying they went out
+        (failing and recovered notices no destination took are tried again by their source's
         next poll)."""
         if time.monotonic() < self._notices_due_at or \
                 (self._owed is not None and not self._owed.done()):
@@ -192,16 +195,37 @@ class App:
         if not any(name in self.notifiers for name in self._operator_destinations()):
             return  # nobody to tell
         try:
-            owed = await asyncio.to_thread(self.store.owing_notices)
+            owed = await asyncio.to_thread(self.store.owing_notices, self.store.clock())
         except Exception:
             log.exception("cannot read the notices owed")
             return
         for source in owed:
             try:
-                await self.tell_operator(source, "disabled",
-                                         source.disabled_reason or "disabled")
+                if source.notice_pending is not None:
+                    await self._resend_notice(source, source.notice_pending)
+                else:
+                    await self.tell_operator(source, "disabled",
+                                             source.disabled_reason or "disabled")
             except Exception:
                 log.exception("cannot send a notice owed", url=source.url)
+
+    async def _resend_notice(self, source: SourceState, kind: str) -> None:
+        """A notice whose sender died between claiming it and saying it went out. Sent by
+        one instance; if no destination takes it, it is tried again once this claim has
+        run out."""
+        assert self.store is not None
+        now = self.store.clock()
+        if not await asyncio.to_thread(self.store.retake_notice, source.id, kind, now,
+                                       lease=self.NOTICE_LEASE):
+            return
+        detail = {"disabled": source.disabled_reason, "failing": source.last_error,
+                  "recovered": "fetched again"}.get(kind) or kind
+        if kind == "failing":  # the message counts the failure being recorded: not here
+            source = replace(source, consecutive_failures=source.consecutive_failures - 1)
+        took: list[str] = []
+        await self._send_notice(source, kind, detail, now, took)
+        if took:
+            await asyncio.to_thread(self.store.notice_sent, source.id, kind)
 
     def _operator_destinations(self) -> tuple[str, ...]:
         return tuple(self.settings.operator_destinations or self.routing.default)
@@ -273,30 +297,41 @@ class App:
         never polled again: `_owed_notices`)."""
         assert self.store is not None
         now = self.store.clock()
-        if not await asyncio.to_thread(self.store.take_notice, source.id, kind, now):
+        if not await asyncio.to_thread(self.store.take_notice, source.id, kind, now,
+                                       lease=self.NOTICE_LEASE):
             return
-        message = source_notice(source, kind, detail, now)
-        delivered = False
+        took: list[str] = []
         try:
-            for name in self._operator_destinations():
-                notifier = self.notifiers.get(name)
-                if notifier is None:
-                    continue
-                try:
-                    await notifier.send(message)
-                    delivered = True
-                except Exception as exc:
-                    log.warning("operator notice not delivered", destination=name,
-                                source=source.url, error=str(exc)[:300])
+            await self._send_notice(source, kind, detail, now, took)
         except asyncio.CancelledError:
-            if not delivered:  # stopping: the claim is given back, the notice still owed
+            # Stopping, now, before the loop goes: sent, or the claim given back.
+            if took:
+                self.store.notice_sent(source.id, kind)
+            else:
                 self.store.give_back_notice(source.id, kind, source.failure_noticed_at)
             raise
-        (log.info if kind == "recovered" else log.error)(
-            "source " + kind, url=source.url, detail=detail, notified=delivered)
-        if not delivered:
+        if took:
+            await asyncio.to_thread(self.store.notice_sent, source.id, kind)
+        else:
             await asyncio.to_thread(self.store.give_back_notice, source.id, kind,
                                     source.failure_noticed_at)
+
+    async def _send_notice(self, source: SourceState, kind: str, detail: str, now: datetime,
+                           took: list[str]) -> None:
+        """Send a notice to each operator destination; `took` gains those that took it."""
+        message = source_notice(source, kind, detail, now)
+        for name in self._operator_destinations():
+            notifier = self.notifiers.get(name)
+            if notifier is None:
+                continue
+            try:
+                await notifier.send(message)
+                took.append(name)
+            except Exception as exc:
+                log.warning("operator notice not delivered", destination=name,
+                            source=source.url, error=str(exc)[:300])
+        (log.info if kind == "recovered" else log.error)(
+            "source " + kind, url=source.url, detail=detail, notified=bool(took))
 
     async def deliver(self) -> DeliveryReport:
         return await self.dispatcher.deliver_due()

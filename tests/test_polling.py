@@ -521,7 +521,7 @@ def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
     def owed() -> list[str]:
         store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
         try:
-            return [s.url for s in store.owing_notices()]
+            return [s.url for s in store.owing_notices(datetime.now(UTC))]
         finally:
             store.close()
 
@@ -543,6 +543,28 @@ def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
     time.sleep(3.5)  # the request given up on when stopping is answered meanwhile
     notices = [p for p in slack.received if "Source disabled" in p["text"]]
     assert 1 <= len(notices) <= 2  # the one given up on may have been posted too
+
+
+def test_a_notice_whose_sender_died_before_sending_it_is_sent_once_by_another(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
+    url = feeds.set("/broken.xml", b"oops", status=500)
+    workspace.write_feeds(url)
+    workspace.run("run", "--once", check=True)  # failing, not yet for long enough to tell
+    store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
+    try:
+        [source] = store.sources()
+        # Another instance claimed the notice 15 minutes ago and died before sending it.
+        assert store.take_notice(source.id, "failing", datetime.now(UTC) - timedelta(minutes=15),
+                                 lease=App.NOTICE_LEASE)
+    finally:
+        store.close()
+    workspace.run("run", "--once", check=True)
+    workspace.run("run", "--once", check=True)
+    [notice] = slack.received
+    assert "Source failing" in notice["text"]
+    assert "(1 poll): HTTP 500" in str(notice["blocks"])
+    assert feeds.hits("/broken.xml") == 3
 
 
 def test_a_notice_owed_that_cannot_be_claimed_does_not_stop_polling(
@@ -567,25 +589,43 @@ def test_a_source_s_disabled_notice_is_claimed_once_even_after_a_failing_notice(
 
 def claim_disabled_notice_once(url: str) -> None:
     """Instances that see the same 410 send one notice between them; a notice given back
-    is owed until one is sent. (Run on PostgreSQL too: test_postgres.py.)"""
+    is owed until one is sent; one whose sender died before saying it went out is claimed
+    again, by one instance, once its claim has run out. (Run on PostgreSQL too:
+    test_postgres.py.)"""
     one, two = Store.open(url), Store.open(url)
     now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    lease = timedelta(minutes=10)
     one.sync_sources([("https://gone.example/feed", "Gone", timedelta(minutes=10))], now)
     [source] = one.sources()
     one.record_failure(source.id, status=500, error="HTTP 500", now=now, next_poll_at=now)
-    assert one.take_notice(source.id, "failing", now)
+    assert one.take_notice(source.id, "failing", now, lease=lease)
+    one.notice_sent(source.id, "failing")
     later = now + timedelta(hours=2)
     one.record_failure(source.id, status=410, error="HTTP 410", now=later, next_poll_at=later,
                        disable=True)
-    assert [s.id for s in one.owing_notices()] == [source.id]
+    assert [s.id for s in one.owing_notices(later)] == [source.id]
     # The second instance's clock is behind: its claim still counts as after the disabling.
-    assert two.take_notice(source.id, "disabled", later - timedelta(seconds=30))
-    assert not one.take_notice(source.id, "disabled", later + timedelta(seconds=1))
-    assert one.owing_notices() == []
+    assert two.take_notice(source.id, "disabled", later - timedelta(seconds=30), lease=lease)
+    assert not one.take_notice(source.id, "disabled", later + timedelta(seconds=1), lease=lease)
+    assert one.owing_notices(later + timedelta(seconds=1)) == []
     two.give_back_notice(source.id, "disabled", now)  # no destination took it
-    assert [s.id for s in one.owing_notices()] == [source.id]
-    assert one.take_notice(source.id, "disabled", later + timedelta(minutes=10))
-    assert not two.take_notice(source.id, "disabled", later + timedelta(minutes=11))
+    assert [s.id for s in one.owing_notices(later)] == [source.id]
+    claimed = later + timedelta(minutes=10)
+    assert one.take_notice(source.id, "disabled", claimed, lease=lease)
+    assert not two.take_notice(source.id, "disabled", claimed + timedelta(minutes=1),
+                               lease=lease)
+    # The first instance dies before saying the notice went out: while its claim holds,
+    # nothing is owed; then one of the others claims the notice again.
+    assert one.owing_notices(claimed + lease - timedelta(seconds=1)) == []
+    after = claimed + lease + timedelta(seconds=1)
+    [owed] = two.owing_notices(after)
+    assert (owed.id, owed.notice_pending) == (source.id, "disabled")
+    assert not two.retake_notice(source.id, "failing", after, lease=lease)
+    assert two.retake_notice(source.id, "disabled", after, lease=lease)
+    assert not one.retake_notice(source.id, "disabled", after, lease=lease)
+    assert two.owing_notices(after + lease - timedelta(seconds=1)) == []
+    two.notice_sent(source.id, "disabled")
+    assert two.owing_notices(after + timedelta(days=1)) == []
     one.close()
     two.close()
 

@@ -169,7 +169,8 @@ def source_notice(source: SourceState, kind: str, detail: str, now: datetime) ->
     since = source.failing_since or now
     hours = (now - since).total_seconds() / 3600
     if kind == "failing":
-        text = f"Failing for {hours:.1f} h ({source.consecutive_failures + 1} polls): {detail}"
+        polls = source.consecutive_failures + 1
+        text = f"Failing for {hours:.1f} h ({polls} poll{'s' if polls > 1 else ''}): {detail}"
     elif kind == "disabled":
         text = (f"The server says the feed is gone ({detail}); it is no longer polled. "
                 f"`monitor sources enable {source.url}` polls it again.")

@@ -69,6 +69,11 @@ class Source(Base):
     body_hash: Mapped[str | None] = mapped_column(String(64))  # of the last body parsed
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failure_noticed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An operator notice claimed and not yet known to be sent ("failing", "recovered",
+    # "disabled"), and until when its sender holds it: past that, the sender died, and
+    # another sends it.
+    notice_pending: Mapped[str | None] = mapped_column(String(16))
+    notice_pending_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 410 Gone, say
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     last_item_count: Mapped[int | None] = mapped_column(Integer)  # entries in the last body

@@ -42,6 +42,7 @@ class SourceState:
     disabled_reason: str | None = None
     last_item_count: int | None = None
     ttl: timedelta | None = None  # the feed's RSS <ttl>, as last read
+    notice_pending: str | None = None  # a notice claimed, not yet known to be sent
     leased_until: datetime | None = None
 
     @property
@@ -97,7 +98,7 @@ def _state(source: Source) -> SourceState:
         failure_noticed_at=source.failure_noticed_at, disabled_at=source.disabled_at,
         disabled_reason=source.disabled_reason, last_item_count=source.last_item_count,
         ttl=None if source.ttl_seconds is None else timedelta(seconds=source.ttl_seconds),
-        leased_until=source.leased_until)
+        leased_until=source.leased_until, notice_pending=source.notice_pending)
 
 
 class SourcesMixin(StoreBase):
@@ -221,10 +222,13 @@ class SourcesMixin(StoreBase):
                      interval=None if p.interval is None else int(p.interval.total_seconds()))
                 for p in polls])
 
-    def take_notice(self, source_id: int, kind: str, now: datetime) -> bool:
+    def take_notice(self, source_id: int, kind: str, now: datetime, *,
+                    lease: timedelta) -> bool:
         """Claim the right to tell the operator that a source is failing (or disabled), or
         that it has recovered: true for exactly one caller per failure streak, across
-        instances. `give_back_notice` undoes it when the message could not be sent."""
+        instances. The claim is held until `now + lease`: `notice_sent` ends it, and
+        `give_back_notice` undoes it when the message could not be sent; if neither comes
+        (the sender died), `owing_notices` finds it and `retake_notice` claims it again."""
         if kind == "recovered":
             condition, value = Source.failure_noticed_at.is_not(None), None
         elif kind == "disabled":
@@ -236,8 +240,26 @@ class SourcesMixin(StoreBase):
             condition, value = Source.failure_noticed_at.is_(None), now
         with Session(self.engine) as session, session.begin():
             result = session.execute(update(Source).where(Source.id == source_id, condition)
-                                     .values(failure_noticed_at=value))
+                                     .values(failure_noticed_at=value, notice_pending=kind,
+                                             notice_pending_until=now + lease))
             return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def retake_notice(self, source_id: int, kind: str, now: datetime, *,
+                      lease: timedelta) -> bool:
+        """Claim again a notice whose sender died before saying it was sent (its claim ran
+        out): true for one caller."""
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(update(Source).where(
+                Source.id == source_id, Source.notice_pending == kind,
+                Source.notice_pending_until < now).values(notice_pending_until=now + lease))
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def notice_sent(self, source_id: int, kind: str) -> None:
+        """The notice claimed went out: nothing is owed."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(Source).where(Source.id == source_id,
+                                                 Source.notice_pending == kind)
+                            .values(notice_pending=None, notice_pending_until=None))
 
     def give_back_notice(self, source_id: int, kind: str, noticed_at: datetime | None) -> None:
         """Undo `take_notice`: `noticed_at` is what the source had before it. (Not for a
@@ -245,14 +267,19 @@ class SourcesMixin(StoreBase):
         still = Source.disabled_at.is_not(None) if kind == "disabled" else true()
         with Session(self.engine) as session, session.begin():
             session.execute(update(Source).where(Source.id == source_id, still).values(
-                failure_noticed_at=None if kind == "failing" else noticed_at))
+                failure_noticed_at=None if kind == "failing" else noticed_at,
+                notice_pending=None, notice_pending_until=None))
 
-    def owing_notices(self) -> list[SourceState]:
-        """Disabled sources whose operator notice has not gone out (no destination took it):
-        they are never polled again, so nothing else would try it again."""
+    def owing_notices(self, now: datetime) -> list[SourceState]:
+        """Notices no poll would try again: those of disabled sources that no destination
+        took (never polled again), and those claimed by a sender that died before saying
+        they went out (their claim ran out; `notice_pending` says which)."""
         with Session(self.engine) as session:
             return [_state(s) for s in session.scalars(
-                select(Source).where(Source.active.is_(True), _DISABLED_NOTICE_OWED)
+                select(Source).where(Source.active.is_(True), or_(
+                    _DISABLED_NOTICE_OWED,
+                    and_(Source.notice_pending.is_not(None),
+                         Source.notice_pending_until < now)))
                 .order_by(Source.id))]
 
     def enable_source(self, url: str, now: datetime) -> bool:
@@ -260,7 +287,8 @@ class SourcesMixin(StoreBase):
         with Session(self.engine) as session, session.begin():
             result = session.execute(update(Source).where(Source.url == url).values(
                 disabled_at=None, disabled_reason=None, consecutive_failures=0,
-                failing_since=None, failure_noticed_at=None, next_poll_at=now))
+                failing_since=None, failure_noticed_at=None, notice_pending=None,
+                notice_pending_until=None, next_poll_at=now))
             return result.rowcount == 1  # type: ignore[attr-defined]
 
     def source_overview(self) -> list[tuple[SourceState, int]]:
