@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.dispatch import DeliveryReport, Dispatcher
+from monitor.dispatch import RECORD_RETRIES, DeliveryReport, Dispatcher
 from monitor.logs import log
 from monitor.notify import Notifier, build_notifiers, default_destinations
 from monitor.errors import RulesError
@@ -137,7 +137,7 @@ class App:
 
     async def close(self) -> None:
         if self._owed is not None and not self._owed.done():
-            self._owed.cancel()  # a notice it had claimed is given back
+            self._owed.cancel()  # a notice it had claimed is given back, or recorded as sent
             await asyncio.gather(self._owed, return_exceptions=True)
         if self.fetching is not None:
             await self.fetching.aclose()
@@ -161,9 +161,9 @@ class App:
 
     async def _check_clock(self) -> None:
         """Every `CLOCK_CHECK`, measure how far the database's clock is from this host's:
-        leases are taken and judged by the database's (`Store.clock`). A host whose clock is
-        off is worth a warning all the same: the times it writes (first seen, next poll,
-        next attempt) are its own."""
+        leases are taken and judged, and the times the daemon writes are taken, by the
+        database's (`Store.clock`). A host whose clock is off is worth a warning all the
+        same: its scheduler (ticks, digests) runs by the host's clock."""
         assert self.store is not None
         if time.monotonic() < self._clock_due_at:
             return
@@ -172,6 +172,7 @@ class App:
             offset = await asyncio.to_thread(self.store.measure_clock)
         except STORE_ERRORS as exc:
             log.warning("cannot read the database's clock", error=str(exc)[:300])
+            self._clock_due_at = time.monotonic() + 30  # soon: leases depend on it
             return
         if abs(offset) > self.CLOCK_WARN:
             log.warning("this host's clock disagrees with the database server's: leases "
@@ -199,20 +200,19 @@ class App:
         except Exception:
             log.exception("cannot read the notices owed")
             return
-        for source in owed:
+        for source, kind, resend in owed:
             try:
-                if source.notice_pending is not None:
-                    await self._resend_notice(source, source.notice_pending)
+                if resend:
+                    await self._resend_notice(source, kind)
                 else:
-                    await self.tell_operator(source, "disabled",
-                                             source.disabled_reason or "disabled")
+                    await self.tell_operator(source, kind, source.disabled_reason or kind)
             except Exception:
                 log.exception("cannot send a notice owed", url=source.url)
 
     async def _resend_notice(self, source: SourceState, kind: str) -> None:
         """A notice whose sender died between claiming it and saying it went out. Sent by
-        one instance; if no destination takes it, it is tried again once this claim has
-        run out."""
+        one instance; if no destination takes it (or this one stops before any has), it is
+        tried again once this claim has run out."""
         assert self.store is not None
         now = self.store.clock()
         if not await asyncio.to_thread(self.store.retake_notice, source.id, kind, now,
@@ -220,12 +220,33 @@ class App:
             return
         detail = {"disabled": source.disabled_reason, "failing": source.last_error,
                   "recovered": "fetched again"}.get(kind) or kind
-        if kind == "failing":  # the message counts the failure being recorded: not here
-            source = replace(source, consecutive_failures=source.consecutive_failures - 1)
+        if kind == "failing":  # the message counts a failure being recorded: not here
+            source = replace(source,
+                             consecutive_failures=max(source.consecutive_failures - 1, 0))
         took: list[str] = []
-        await self._send_notice(source, kind, detail, now, took)
+        try:
+            await self._send_notice(source, kind, detail, now, took)
+        except asyncio.CancelledError:
+            if took:  # stopping, now, before the loop goes
+                self.store.notice_sent(source.id, kind)
+            raise
         if took:
-            await asyncio.to_thread(self.store.notice_sent, source.id, kind)
+            await self._notice_sent(source.id, kind)
+
+    async def _notice_sent(self, source_id: int, kind: str) -> None:
+        """Record that a notice went out, trying again a few times (`RECORD_RETRIES`) if the
+        store refuses: until it is recorded, it would go out again once its claim ran out."""
+        assert self.store is not None
+        for pause in (*RECORD_RETRIES, None):
+            try:
+                await asyncio.to_thread(self.store.notice_sent, source_id, kind)
+                return
+            except STORE_ERRORS as exc:
+                if pause is None:
+                    raise
+                log.warning("cannot record a sent notice yet", source=source_id,
+                            error=str(exc)[:300], retry_in_s=pause)
+                await asyncio.sleep(pause)
 
     def _operator_destinations(self) -> tuple[str, ...]:
         return tuple(self.settings.operator_destinations or self.routing.default)
@@ -311,7 +332,7 @@ class App:
                 self.store.give_back_notice(source.id, kind, source.failure_noticed_at)
             raise
         if took:
-            await asyncio.to_thread(self.store.notice_sent, source.id, kind)
+            await self._notice_sent(source.id, kind)
         else:
             await asyncio.to_thread(self.store.give_back_notice, source.id, kind,
                                     source.failure_noticed_at)

@@ -115,19 +115,13 @@ def stories(since: str, limit: int) -> None:
     """Recent stories, newest first: each with its copies from every source, and where its
     alerts stand."""
     from monitor.durations import parse_duration
-    from monitor.pipeline import utcnow
-    from monitor.store import Store
 
-    settings = _settings()
     try:
         window = parse_duration(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    store = Store.open(settings.database_url)
-    try:
-        found = store.recent_stories(utcnow() - window, limit)
-    finally:
-        store.close()
+    with _store() as store:
+        found = store.recent_stories(store.clock() - window, limit)
     if not found:
         click.echo(f"no stories in the last {since}")
     for story in found:
@@ -440,7 +434,6 @@ def _feed_documents(settings: Settings, url: str, tags: dict,
 def _stored_documents(settings: Settings, since: str, tags: dict) -> tuple[Any, dict]:
     from monitor.durations import parse_duration
     from monitor.match import Document
-    from monitor.pipeline import utcnow
     from monitor.store import Store
 
     try:
@@ -448,11 +441,12 @@ def _stored_documents(settings: Settings, since: str, tags: dict) -> tuple[Any, 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     store = Store.open(settings.database_url)
+    store.measure_clock()
     extra: dict[str, dict] = {}
 
     def documents() -> Any:
         try:
-            for item, source in store.items_since(utcnow() - window):
+            for item, source in store.items_since(store.clock() - window):
                 label = source.name or source.feed_title or source.url
                 item_id = item.guid or item.url or item.identity
                 extra[item_id] = {"title": item.title, "source": label,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -24,7 +25,7 @@ from monitor.cadence import Bounds, Hints, after_content, after_nothing_new, fai
 from monitor.errors import PermanentFetchError, TransientFetchError
 from monitor.parse import FeedItems, read_feed
 from monitor.settings import Settings, load_settings
-from monitor.store import Store
+from monitor.store import Store, Unchanged
 from monitor import workers
 from monitor.stories import Fingerprint
 from monitor.workers import SEEN, FetchRequest, Fetching, _Worker, item_print
@@ -491,7 +492,8 @@ def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
         workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
     """A disabled source is never polled again, so its notice is tried again on its own."""
     workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
-    workspace.write_feeds(feeds.set("/gone.xml", b"gone", status=410))
+    gone = feeds.set("/gone.xml", b"gone", status=410)
+    workspace.write_feeds(gone)
     slack.respond((500, "oops"))
     workspace.run("run", "--once", check=True)
     assert len(slack.attempts) == 1 and not slack.received
@@ -501,6 +503,7 @@ def test_a_disabled_source_s_notice_nobody_could_take_is_tried_again(
     assert len(slack.attempts) == 2
     [notice] = slack.received
     assert "Source disabled" in notice["text"] and "410" in str(notice["blocks"])
+    assert source_row(workspace, gone).notice_pending is None  # sent, and recorded so
 
 
 def owe_a_disabled_notice(workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
@@ -521,7 +524,7 @@ def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
     def owed() -> list[str]:
         store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
         try:
-            return [s.url for s in store.owing_notices(datetime.now(UTC))]
+            return [o.source.url for o in store.owing_notices(datetime.now(UTC))]
         finally:
             store.close()
 
@@ -563,8 +566,36 @@ def test_a_notice_whose_sender_died_before_sending_it_is_sent_once_by_another(
     workspace.run("run", "--once", check=True)
     [notice] = slack.received
     assert "Source failing" in notice["text"]
-    assert "(1 poll): HTTP 500" in str(notice["blocks"])
+    # The failures recorded when it was read: the second run's, or not yet.
+    assert re.search(r"\((1 poll|2 polls)\): HTTP 500", str(notice["blocks"]))
+    assert source_row(workspace, url).notice_pending is None
     assert feeds.hits("/broken.xml") == 3
+
+
+def test_a_notice_sent_again_is_recorded_as_sent_when_stopping_after_a_destination_took_it(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url,
+                         MONITOR_OPERATOR_DESTINATIONS="console,slack")
+    url = feeds.set("/broken.xml", b"oops", status=500)
+    workspace.write_feeds(url)
+    workspace.run("run", "--once", check=True)
+    store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
+    try:
+        [source] = store.sources()  # its notice's sender died 15 minutes ago
+        assert store.take_notice(source.id, "failing", datetime.now(UTC) - timedelta(minutes=15),
+                                 lease=App.NOTICE_LEASE)
+    finally:
+        store.close()
+    slack.delay = 3.0
+
+    async def scenario() -> None:
+        async with running(workspace) as app:
+            await app.poll_due(every_source=True)
+            await asyncio.sleep(1.0)  # the console has the notice; Slack has not answered
+            assert app._owed is not None and not app._owed.done()
+        # Stopped meanwhile: one destination took it, so it is not owed any more.
+    asyncio.run(scenario())
+    assert source_row(workspace, url).notice_pending is None
 
 
 def test_a_notice_owed_that_cannot_be_claimed_does_not_stop_polling(
@@ -580,6 +611,25 @@ def test_a_notice_owed_that_cannot_be_claimed_does_not_stop_polling(
             await app._owed  # logged, not raised
     asyncio.run(scenario())
     assert not slack.received
+
+
+def test_a_claim_the_source_no_longer_calls_for_is_not_sent_late(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'notices.db'}")
+    lease = timedelta(minutes=10)
+    store.sync_sources([("https://flaky.example/feed", "Flaky", timedelta(minutes=10))], NOW)
+    [source] = store.sources()
+    store.record_failure(source.id, status=500, error="HTTP 500", now=NOW, next_poll_at=NOW)
+    assert store.take_notice(source.id, "failing", NOW, lease=lease)  # and its sender dies
+    after = NOW + lease + timedelta(seconds=1)
+    assert [(o.kind, o.resend) for o in store.owing_notices(after)] == [("failing", True)]
+    # A give-back of another kind (a "recovered" claim undone) leaves this claim alone.
+    store.give_back_notice(source.id, "recovered", NOW)
+    assert [(o.kind, o.resend) for o in store.owing_notices(after)] == [("failing", True)]
+    # The source works again before anyone sent it: a "failing" notice now would be wrong.
+    store.record_unchanged([Unchanged(source.id, 304, None, None, after)], after)
+    assert store.owing_notices(after) == []
+    assert not store.retake_notice(source.id, "failing", after, lease=lease)
+    store.close()
 
 
 def test_a_source_s_disabled_notice_is_claimed_once_even_after_a_failing_notice(
@@ -603,13 +653,13 @@ def claim_disabled_notice_once(url: str) -> None:
     later = now + timedelta(hours=2)
     one.record_failure(source.id, status=410, error="HTTP 410", now=later, next_poll_at=later,
                        disable=True)
-    assert [s.id for s in one.owing_notices(later)] == [source.id]
+    assert [o.source.id for o in one.owing_notices(later)] == [source.id]
     # The second instance's clock is behind: its claim still counts as after the disabling.
     assert two.take_notice(source.id, "disabled", later - timedelta(seconds=30), lease=lease)
     assert not one.take_notice(source.id, "disabled", later + timedelta(seconds=1), lease=lease)
     assert one.owing_notices(later + timedelta(seconds=1)) == []
     two.give_back_notice(source.id, "disabled", now)  # no destination took it
-    assert [s.id for s in one.owing_notices(later)] == [source.id]
+    assert [o.source.id for o in one.owing_notices(later)] == [source.id]
     claimed = later + timedelta(minutes=10)
     assert one.take_notice(source.id, "disabled", claimed, lease=lease)
     assert not two.take_notice(source.id, "disabled", claimed + timedelta(minutes=1),
@@ -619,7 +669,7 @@ def claim_disabled_notice_once(url: str) -> None:
     assert one.owing_notices(claimed + lease - timedelta(seconds=1)) == []
     after = claimed + lease + timedelta(seconds=1)
     [owed] = two.owing_notices(after)
-    assert (owed.id, owed.notice_pending) == (source.id, "disabled")
+    assert (owed.source.id, owed.kind, owed.resend) == (source.id, "disabled", True)
     assert not two.retake_notice(source.id, "failing", after, lease=lease)
     assert two.retake_notice(source.id, "disabled", after, lease=lease)
     assert not one.retake_notice(source.id, "disabled", after, lease=lease)

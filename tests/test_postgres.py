@@ -98,6 +98,10 @@ def test_leases_follow_the_database_servers_clock_on_postgresql(database: str) -
         assert abs(normal.measure_clock()) < timedelta(seconds=1)
         assert abs(fast.measure_clock() + AHEAD) < timedelta(seconds=1)
         assert abs(fast.clock() - normal.clock()) < timedelta(seconds=1)
+        # NTP steps the fast host's clock by an hour: the time it goes by does not move.
+        fast.local_clock = lambda: datetime.now(UTC) + AHEAD + timedelta(hours=1)  # type: ignore[method-assign]
+        assert abs(fast.clock() - normal.clock()) < timedelta(seconds=1)
+        fast.local_clock = lambda: datetime.now(UTC) + AHEAD  # type: ignore[method-assign]
         normal.sync_sources([(f"http://a.example/{n}", None, timedelta(minutes=10))
                              for n in range(3)], normal.clock())
         lease = timedelta(minutes=1)
@@ -142,6 +146,12 @@ def test_a_host_whose_clock_is_off_says_so_and_leases_by_the_servers_clock_on_po
             assert report.alerts == 1
             delivered = await app.deliver()
             assert delivered.sent == 1
+            # What it wrote is in the server's time too, not 90 s ahead.
+            [alert] = app.store.alerts()
+            assert abs(alert.created_at - datetime.now(UTC)) < timedelta(seconds=10)
+            assert abs(alert.sent_at - datetime.now(UTC)) < timedelta(seconds=10)
+            [source] = app.store.sources()
+            assert abs(source.last_polled_at - datetime.now(UTC)) < timedelta(seconds=10)
 
     with capture_logs() as logged:
         asyncio.run(scenario())

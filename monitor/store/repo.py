@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -39,8 +40,10 @@ class Store(SourcesMixin, ItemsMixin, AlertsMixin):
         # Names this process in the leases it takes on sources.
         self.instance = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.story_index = StoryIndex()  # the story window, for this process's writes
-        # How far the database server's clock is ahead of this host's (`measure_clock`).
+        # How far the database server's clock is ahead of this host's (`measure_clock`), and
+        # the server's time at a moment of this process's monotonic clock.
         self.clock_offset = timedelta(0)
+        self._server_at: tuple[datetime, float] | None = None
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
@@ -56,19 +59,25 @@ class Store(SourcesMixin, ItemsMixin, AlertsMixin):
         return datetime.now(UTC)
 
     def clock(self) -> datetime:
-        """Now, by the clock leases are taken and judged by: the database server's (as last
-        measured), so that instances on hosts whose clocks disagree still agree on when a
-        lease runs out."""
-        return self.local_clock() + self.clock_offset
+        """Now, by the clock leases are taken and judged by: the database server's, so that
+        instances on hosts whose clocks disagree still agree on when a lease runs out. Carried
+        from its last reading by this process's monotonic clock, which a step of the host's
+        clock (NTP at boot, a VM resumed) does not move. Before any reading (and on SQLite):
+        this host's."""
+        if self._server_at is None:
+            return self.local_clock()
+        server, at = self._server_at
+        return server + timedelta(seconds=time.monotonic() - at)
 
     def measure_clock(self) -> timedelta:
-        """Measure, and return, how far the database server's clock is ahead of this host's.
+        """Read the database server's clock, and return how far it is ahead of this host's.
         PostgreSQL only: SQLite is on this host, and its clock is this host's (zero)."""
         if self.dialect == "postgresql":
             with self.engine.connect() as connection:
-                before = self.local_clock()
+                before, started = self.local_clock(), time.monotonic()
                 server = connection.execute(select(func.clock_timestamp())).scalar_one()
-                after = self.local_clock()
+                after, ended = self.local_clock(), time.monotonic()
+            self._server_at = (server, (started + ended) / 2)
             self.clock_offset = server - (before + (after - before) / 2)
         return self.clock_offset
 

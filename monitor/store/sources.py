@@ -65,6 +65,12 @@ class FeedRow(NamedTuple):
     pinned: bool = True
 
 
+class OwedNotice(NamedTuple):
+    source: SourceState
+    kind: str
+    resend: bool  # claimed by a sender that died before it went out (else: never claimed)
+
+
 @dataclass(frozen=True)
 class Unchanged:
     """A successful poll that brought nothing to store: a 304, or the same body again."""
@@ -82,6 +88,12 @@ class Unchanged:
 _DISABLED_NOTICE_OWED = and_(Source.disabled_at.is_not(None),
                              or_(Source.failure_noticed_at.is_(None),
                                  Source.failure_noticed_at < Source.disabled_at))
+# A notice claimed and not known to be sent that the source's state still calls for: a
+# "failing" notice for a source that works again is not sent late.
+_PENDING_APPLIES = or_(
+    and_(Source.notice_pending == "failing", Source.failing_since.is_not(None)),
+    and_(Source.notice_pending == "recovered", Source.failing_since.is_(None)),
+    and_(Source.notice_pending == "disabled", Source.disabled_at.is_not(None)))
 
 
 def _state(source: Source) -> SourceState:
@@ -123,6 +135,7 @@ class SourcesMixin(StoreBase):
                 if not source.active:
                     source.active = True
                     source.next_poll_at = now
+                    source.notice_pending = source.notice_pending_until = None
                 source.name = row.name
                 if source.pinned != row.pinned:
                     source.pinned = row.pinned
@@ -251,7 +264,8 @@ class SourcesMixin(StoreBase):
         with Session(self.engine) as session, session.begin():
             result = session.execute(update(Source).where(
                 Source.id == source_id, Source.notice_pending == kind,
-                Source.notice_pending_until < now).values(notice_pending_until=now + lease))
+                Source.notice_pending_until < now, _PENDING_APPLIES)
+                .values(notice_pending_until=now + lease))
             return result.rowcount == 1  # type: ignore[attr-defined]
 
     def notice_sent(self, source_id: int, kind: str) -> None:
@@ -265,22 +279,25 @@ class SourcesMixin(StoreBase):
         """Undo `take_notice`: `noticed_at` is what the source had before it. (Not for a
         disabled source enabled meanwhile: its record starts afresh.)"""
         still = Source.disabled_at.is_not(None) if kind == "disabled" else true()
+        mine = Source.notice_pending == kind  # not a claim of another kind taken since
         with Session(self.engine) as session, session.begin():
             session.execute(update(Source).where(Source.id == source_id, still).values(
                 failure_noticed_at=None if kind == "failing" else noticed_at,
-                notice_pending=None, notice_pending_until=None))
+                notice_pending=case((mine, None), else_=Source.notice_pending),
+                notice_pending_until=case((mine, None), else_=Source.notice_pending_until)))
 
-    def owing_notices(self, now: datetime) -> list[SourceState]:
+    def owing_notices(self, now: datetime) -> list[OwedNotice]:
         """Notices no poll would try again: those of disabled sources that no destination
         took (never polled again), and those claimed by a sender that died before saying
-        they went out (their claim ran out; `notice_pending` says which)."""
+        they went out (their claim ran out), while the source's state still calls for them."""
+        died = and_(_PENDING_APPLIES, Source.notice_pending_until < now)
         with Session(self.engine) as session:
-            return [_state(s) for s in session.scalars(
-                select(Source).where(Source.active.is_(True), or_(
-                    _DISABLED_NOTICE_OWED,
-                    and_(Source.notice_pending.is_not(None),
-                         Source.notice_pending_until < now)))
-                .order_by(Source.id))]
+            return [OwedNotice(_state(s), s.notice_pending if resend else "disabled",
+                               bool(resend))
+                    for s, resend in session.execute(
+                        select(Source, died.label("resend"))
+                        .where(Source.active.is_(True), or_(_DISABLED_NOTICE_OWED, died))
+                        .order_by(Source.id))]
 
     def enable_source(self, url: str, now: datetime) -> bool:
         """Poll a disabled source again, now, with its failure record cleared."""
