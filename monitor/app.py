@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.dispatch import RECORD_RETRIES, DeliveryReport, Dispatcher
+from monitor.dispatch import DeliveryReport, Dispatcher, record_sent
 from monitor.logs import log
 from monitor.notify import Notifier, build_notifiers, default_destinations
 from monitor.errors import RulesError
@@ -234,19 +234,12 @@ class App:
             await self._notice_sent(source.id, kind)
 
     async def _notice_sent(self, source_id: int, kind: str) -> None:
-        """Record that a notice went out, trying again a few times (`RECORD_RETRIES`) if the
-        store refuses: until it is recorded, it would go out again once its claim ran out."""
-        assert self.store is not None
-        for pause in (*RECORD_RETRIES, None):
-            try:
-                await asyncio.to_thread(self.store.notice_sent, source_id, kind)
-                return
-            except STORE_ERRORS as exc:
-                if pause is None:
-                    raise
-                log.warning("cannot record a sent notice yet", source=source_id,
-                            error=str(exc)[:300], retry_in_s=pause)
-                await asyncio.sleep(pause)
+        """Record that a notice went out: until it is, it would go out again once its claim
+        ran out."""
+        store = self.store
+        assert store is not None
+        await record_sent(lambda: store.notice_sent(source_id, kind),
+                          "cannot record a sent notice yet", source=source_id)
 
     def _operator_destinations(self) -> tuple[str, ...]:
         return tuple(self.settings.operator_destinations or self.routing.default)

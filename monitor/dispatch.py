@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -122,6 +122,21 @@ def plan(alerts: list[PendingAlert], destination: Destination | None,
         units += [Unit((a,)) for a in mains]
     units += [Unit((a,)) for a in replies]
     return units
+
+
+async def record_sent(write: Callable[[], object], warning: str, **fields: object) -> None:
+    """Run a store write that records a message sent, in a thread, trying it again a few
+    times (`RECORD_RETRIES`) if the store refuses: until it is recorded, the message would
+    go out again."""
+    for pause in (*RECORD_RETRIES, None):
+        try:
+            await asyncio.to_thread(write)
+            return
+        except Exception as exc:
+            if pause is None:
+                raise
+            log.warning(warning, error=str(exc)[:300], retry_in_s=pause, **fields)
+            await asyncio.sleep(pause)
 
 
 def _held(ids: list[int], recorded: list[int]) -> None:
@@ -234,18 +249,10 @@ class Dispatcher:
             raise
 
     async def _record_sent(self, ids: list[int], ref: str | None) -> None:
-        """Record a send, trying again a few times (`RECORD_RETRIES`) if the store refuses:
-        the message is out, and until it is recorded its alerts would go out again."""
-        for pause in (*RECORD_RETRIES, None):
-            try:
-                await asyncio.to_thread(self.store.mark_sent, ids, self.store.clock(), ref=ref)
-                return
-            except Exception as exc:
-                if pause is None:
-                    raise
-                log.warning("cannot record a sent alert yet", alerts=ids,
-                            error=str(exc)[:300], retry_in_s=pause)
-                await asyncio.sleep(pause)
+        """Record a send: the message is out, and until it is recorded its alerts would go
+        out again."""
+        await record_sent(lambda: self.store.mark_sent(ids, self.store.clock(), ref=ref),
+                          "cannot record a sent alert yet", alerts=ids)
 
     async def _deliver(self, destination: str, notifier: Notifier | None, unit: Unit,
                        report: DeliveryReport, claim: str) -> timedelta | None:

@@ -548,20 +548,27 @@ def test_owed_notices_are_tried_in_the_background_and_given_back_when_stopping(
     assert 1 <= len(notices) <= 2  # the one given up on may have been posted too
 
 
-def test_a_notice_whose_sender_died_before_sending_it_is_sent_once_by_another(
-        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
-    workspace.env["MONITOR_SLACK_WEBHOOK_URL"] = slack.url
+def failing_notice_whose_sender_died(workspace: Workspace, feeds: FeedServer,
+                                     slack: SlackServer, **env: str) -> str:
+    """A failing feed (not yet for long enough to tell) whose "failing" notice another
+    instance claimed 15 minutes ago, dying before it sent it. Returns the feed's URL."""
+    workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url, **env)
     url = feeds.set("/broken.xml", b"oops", status=500)
     workspace.write_feeds(url)
-    workspace.run("run", "--once", check=True)  # failing, not yet for long enough to tell
+    workspace.run("run", "--once", check=True)
     store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
     try:
         [source] = store.sources()
-        # Another instance claimed the notice 15 minutes ago and died before sending it.
         assert store.take_notice(source.id, "failing", datetime.now(UTC) - timedelta(minutes=15),
                                  lease=App.NOTICE_LEASE)
     finally:
         store.close()
+    return url
+
+
+def test_a_notice_whose_sender_died_before_sending_it_is_sent_once_by_another(
+        workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
+    url = failing_notice_whose_sender_died(workspace, feeds, slack)
     workspace.run("run", "--once", check=True)
     workspace.run("run", "--once", check=True)
     [notice] = slack.received
@@ -574,18 +581,8 @@ def test_a_notice_whose_sender_died_before_sending_it_is_sent_once_by_another(
 
 def test_a_notice_sent_again_is_recorded_as_sent_when_stopping_after_a_destination_took_it(
         workspace: Workspace, feeds: FeedServer, slack: SlackServer) -> None:
-    workspace.env.update(MONITOR_SLACK_WEBHOOK_URL=slack.url,
-                         MONITOR_OPERATOR_DESTINATIONS="console,slack")
-    url = feeds.set("/broken.xml", b"oops", status=500)
-    workspace.write_feeds(url)
-    workspace.run("run", "--once", check=True)
-    store = Store.open(workspace.env["MONITOR_DATABASE_URL"])
-    try:
-        [source] = store.sources()  # its notice's sender died 15 minutes ago
-        assert store.take_notice(source.id, "failing", datetime.now(UTC) - timedelta(minutes=15),
-                                 lease=App.NOTICE_LEASE)
-    finally:
-        store.close()
+    url = failing_notice_whose_sender_died(workspace, feeds, slack,
+                                           MONITOR_OPERATOR_DESTINATIONS="console,slack")
     slack.delay = 3.0
 
     async def scenario() -> None:
