@@ -223,23 +223,7 @@ class App:
         if kind == "failing":  # the message counts a failure being recorded: not here
             source = replace(source,
                              consecutive_failures=max(source.consecutive_failures - 1, 0))
-        took: list[str] = []
-        try:
-            await self._send_notice(source, kind, detail, now, took)
-        except asyncio.CancelledError:
-            if took:  # stopping, now, before the loop goes
-                self.store.notice_sent(source.id, kind)
-            raise
-        if took:
-            await self._notice_sent(source.id, kind)
-
-    async def _notice_sent(self, source_id: int, kind: str) -> None:
-        """Record that a notice went out: until it is, it would go out again once its claim
-        ran out."""
-        store = self.store
-        assert store is not None
-        await record_sent(lambda: store.notice_sent(source_id, kind),
-                          "cannot record a sent notice yet", source=source_id)
+        await self._send_claimed(source, kind, detail, now, give_back=False)
 
     def _operator_destinations(self) -> tuple[str, ...]:
         return tuple(self.settings.operator_destinations or self.routing.default)
@@ -314,38 +298,43 @@ class App:
         if not await asyncio.to_thread(self.store.take_notice, source.id, kind, now,
                                        lease=self.NOTICE_LEASE):
             return
-        took: list[str] = []
+        await self._send_claimed(source, kind, detail, now, give_back=True)
+
+    async def _send_claimed(self, source: SourceState, kind: str, detail: str, now: datetime,
+                            *, give_back: bool) -> None:
+        """Send a notice this instance has claimed to each operator destination, then record
+        it as sent (until it is, it would go out again once its claim ran out). If none took
+        it: `give_back` the claim, or leave it to run out (and be tried again then)."""
+        store = self.store
+        assert store is not None
+        message = source_notice(source, kind, detail, now)
+        took = False
         try:
-            await self._send_notice(source, kind, detail, now, took)
+            for name in self._operator_destinations():
+                notifier = self.notifiers.get(name)
+                if notifier is None:
+                    continue
+                try:
+                    await notifier.send(message)
+                    took = True
+                except Exception as exc:
+                    log.warning("operator notice not delivered", destination=name,
+                                source=source.url, error=str(exc)[:300])
         except asyncio.CancelledError:
             # Stopping, now, before the loop goes: sent, or the claim given back.
             if took:
-                self.store.notice_sent(source.id, kind)
-            else:
-                self.store.give_back_notice(source.id, kind, source.failure_noticed_at)
+                store.notice_sent(source.id, kind)
+            elif give_back:
+                store.give_back_notice(source.id, kind, source.failure_noticed_at)
             raise
-        if took:
-            await self._notice_sent(source.id, kind)
-        else:
-            await asyncio.to_thread(self.store.give_back_notice, source.id, kind,
-                                    source.failure_noticed_at)
-
-    async def _send_notice(self, source: SourceState, kind: str, detail: str, now: datetime,
-                           took: list[str]) -> None:
-        """Send a notice to each operator destination; `took` gains those that took it."""
-        message = source_notice(source, kind, detail, now)
-        for name in self._operator_destinations():
-            notifier = self.notifiers.get(name)
-            if notifier is None:
-                continue
-            try:
-                await notifier.send(message)
-                took.append(name)
-            except Exception as exc:
-                log.warning("operator notice not delivered", destination=name,
-                            source=source.url, error=str(exc)[:300])
         (log.info if kind == "recovered" else log.error)(
-            "source " + kind, url=source.url, detail=detail, notified=bool(took))
+            "source " + kind, url=source.url, detail=detail, notified=took)
+        if took:
+            await record_sent(lambda: store.notice_sent(source.id, kind),
+                              "cannot record a sent notice yet", source=source.id)
+        elif give_back:
+            await asyncio.to_thread(store.give_back_notice, source.id, kind,
+                                    source.failure_noticed_at)
 
     async def deliver(self) -> DeliveryReport:
         return await self.dispatcher.deliver_due()

@@ -40,9 +40,8 @@ class Store(SourcesMixin, ItemsMixin, AlertsMixin):
         # Names this process in the leases it takes on sources.
         self.instance = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.story_index = StoryIndex()  # the story window, for this process's writes
-        # How far the database server's clock is ahead of this host's (`measure_clock`), and
-        # the server's time at a moment of this process's monotonic clock.
-        self.clock_offset = timedelta(0)
+        # The database server's time at a moment of this process's monotonic clock, as last
+        # read (`measure_clock`).
         self._server_at: tuple[datetime, float] | None = None
 
     @classmethod
@@ -78,8 +77,8 @@ class Store(SourcesMixin, ItemsMixin, AlertsMixin):
                 server = connection.execute(select(func.clock_timestamp())).scalar_one()
                 after, ended = self.local_clock(), time.monotonic()
             self._server_at = (server, (started + ended) / 2)
-            self.clock_offset = server - (before + (after - before) / 2)
-        return self.clock_offset
+            return server - (before + (after - before) / 2)
+        return timedelta(0)
 
     def close(self) -> None:
         self.engine.dispose()
