@@ -326,18 +326,22 @@ def _cosines(mine: _Blocks, theirs: list[_Blocks]) -> np.ndarray:
     sizes = list(map(len, parts))
     in_titles, total = sum(sizes[:n]), sum(sizes)
     # (place, feature) pairs, read as little-endian 64-bit numbers, sort by feature then place:
-    # one sort groups the holders of each distinct feature. Each part's features are sorted
-    # already, so the numbers come in runs, which a merging sort ("stable": no two are equal)
-    # takes some 25% faster than the default.
+    # one sort groups the holders of each distinct feature. No two are equal, so any sort
+    # gives the same order; numpy's default is the fastest (a vectorised quicksort: some five
+    # times a merging sort's speed, although each part's features come in sorted runs).
     pairs = np.empty((total, 2), dtype="<u4")
-    pairs[:, 0] = np.arange(total)
+    pairs[:, 0] = np.arange(total, dtype="<u4")
     pairs[:, 1] = np.frombuffer(b"".join(parts), dtype="<u4")
-    pairs.view("<u8").reshape(-1).sort(kind="stable")
-    distinct = np.zeros(total, dtype=np.intp)  # numbered in sorted order
-    np.not_equal(pairs[1:, 1], pairs[:-1, 1], out=distinct[1:])
-    distinct.cumsum(out=distinct)
+    keys = pairs.view("<u8").reshape(-1)
+    keys.sort()
+    place = pairs[:, 0].astype(np.intp)
+    keys >>= 32  # the features alone, in order
+    new = np.empty(total, dtype=bool)  # where a distinct feature starts
+    new[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    distinct = np.cumsum(new) - 1  # numbered in sorted order
     feature = np.empty(total, dtype=np.intp)  # the distinct feature at each place
-    feature[pairs[:, 0].astype(np.intp)] = distinct
+    feature[place] = distinct
     weight = np.log1p(n / np.bincount(distinct))[feature]
     weight[:in_titles] *= TITLE_WEIGHT
     owner = _owners(n).repeat(sizes)
