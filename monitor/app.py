@@ -163,7 +163,7 @@ class App:
         """Every `CLOCK_CHECK`, measure how far the database's clock is from this host's:
         leases are taken and judged, and the times the daemon writes are taken, by the
         database's (`Store.clock`). A host whose clock is off is worth a warning all the
-        same: its scheduler (ticks, digests) runs by the host's clock."""
+        same: its scheduler (ticks, digests) runs by the host's clock (see `_wake_delivery`)."""
         assert self.store is not None
         if time.monotonic() < self._clock_due_at:
             return
@@ -381,7 +381,18 @@ class App:
         if self.scheduler is not None:
             self.scheduler.modify_job("deliver", next_run_time=utcnow())
 
-    async def _wake_delivery(self) -> None:  # a digest's time has come
+    async def _wake_delivery(self, due: datetime | None = None) -> None:
+        """A digest's time (`due`) has come by this host's clock, which APScheduler goes by.
+        Its alerts are released by the database server's (`Store.clock`): where that is
+        behind (this host runs ahead), wake delivery again once it gets there too, rather
+        than leave the digest to a later delivery tick."""
+        assert self.store is not None
+        due = due or utcnow()
+        behind = due - self.store.clock()
+        if behind > timedelta(0) and self.scheduler is not None:
+            self.scheduler.add_job(self._wake_delivery, "date", args=(due,),
+                                   run_date=utcnow() + behind, misfire_grace_time=None)
+            return
         self._deliver_soon()
 
     async def _deliver_tick(self) -> None:

@@ -527,6 +527,54 @@ def test_a_digest_fires_at_its_time_with_the_right_alerts(
     assert "SOUTHCOM" not in text
 
 
+def test_a_digest_wakes_delivery_when_the_database_servers_clock_reaches_its_time(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    """APScheduler fires a digest by this host's clock; its alerts are released by the
+    database server's. On a host running ahead, delivery is woken again once the server's
+    clock has got there, not left to the next delivery tick (an hour away here)."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from monitor.app import App
+
+    workspace.write_feeds(feeds.set("/news.xml", rss([])))
+    settings = Settings(_env_file=None, rules_dir=workspace.rules,
+                        database_url=f"sqlite:///{workspace.db}")
+    behind = timedelta(seconds=1.5)  # the server's clock, behind this host's
+
+    async def scenario(skew: timedelta) -> list[tuple[datetime, datetime]]:
+        app = App(settings)
+        await app.start()
+        assert app.store is not None
+        app.store.clock = lambda: datetime.now(UTC) - skew  # type: ignore[method-assign]
+        passes: list[tuple[datetime, datetime]] = []  # (by the server, by this host)
+        ran = asyncio.Event()
+
+        async def delivery_pass() -> None:
+            assert app.store is not None
+            passes.append((app.store.clock(), datetime.now(UTC)))
+            ran.set()
+
+        app.scheduler = AsyncIOScheduler(timezone="UTC")
+        app.scheduler.add_job(delivery_pass, "interval", id="deliver", hours=1,
+                              next_run_time=datetime.now(UTC) + timedelta(hours=1))
+        app.scheduler.start()
+        try:
+            due = datetime.now(UTC)  # the digest's time, as the cron trigger fires it
+            await app._wake_delivery()
+            await asyncio.wait_for(ran.wait(), timeout=20)
+            return [(server - due, host - due) for server, host in passes]
+        finally:
+            app.scheduler.shutdown(wait=False)
+            await app.close()
+
+    [(server_late, host_late)] = asyncio.run(scenario(behind))
+    assert timedelta(0) <= server_late < timedelta(seconds=10)
+    assert host_late >= behind
+    # With the clocks agreeing, delivery is woken at once.
+    [(server_late, host_late)] = asyncio.run(scenario(timedelta(0)))
+    assert timedelta(0) <= server_late < timedelta(seconds=1)
+
+
 def test_the_daemon_schedules_a_cron_job_for_each_digest(workspace: Workspace,
                                                         feeds: FeedServer) -> None:
     workspace.write_feeds(feeds.set("/news.xml", rss([])))
