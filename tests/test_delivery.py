@@ -572,7 +572,7 @@ def test_a_digest_wakes_delivery_when_the_database_servers_clock_reaches_its_tim
     assert host_late >= behind
     # With the clocks agreeing, delivery is woken at once.
     [(server_late, host_late)] = asyncio.run(scenario(timedelta(0)))
-    assert timedelta(0) <= server_late < timedelta(seconds=1)
+    assert timedelta(0) <= server_late < timedelta(seconds=5)
 
 
 def test_the_daemon_schedules_a_cron_job_for_each_digest(workspace: Workspace,
