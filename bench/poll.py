@@ -306,7 +306,7 @@ async def serve(store: FeedStore, latency: float = 0.0) -> None:
                         headers[name.strip().lower()] = value.strip()
                 method, target, version = request.split(" ", 2)
                 status, out, body = store.answer(target, headers)
-                if latency:
+                if latency and not target.startswith("/_admin/"):  # not the bench's own
                     await asyncio.sleep(latency)
                 close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
                 lines = [f"HTTP/1.1 {status} {REASONS.get(status, '')}",
@@ -670,6 +670,8 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--epoch", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.latency < 0:
+        parser.error("--latency cannot be negative")
     if args.serve:
         return server_main(args)
     if args.worker:

@@ -43,6 +43,8 @@ class App:
         self.scheduler: AsyncIOScheduler | None = None  # the daemon's (not burst mode's)
         self.notifiers: dict[str, Notifier] = {}
         self._inflight: set[asyncio.Task] = set()
+        self._delivering = False  # a delivery tick is under way
+        self._deliver_again = False  # woken while it was: it runs another pass
         self._notices_due_at = 0.0  # monotonic: when owed notices are next tried
         self._clock_due_at = 0.0  # monotonic: when the database's clock is next compared
         self._owed: asyncio.Task[None] | None = None  # trying them, in the background
@@ -378,7 +380,13 @@ class App:
     def _deliver_soon(self) -> None:
         """Tell people fast: a delivery pass now, not at the next delivery tick (in the
         daemon; burst mode delivers once its polls are done)."""
-        if self.scheduler is not None:
+        if self.scheduler is None:
+            return
+        if self._delivering:
+            # APScheduler would skip a run while one is under way, leaving these alerts to
+            # the next tick: the pass under way runs another when it ends instead.
+            self._deliver_again = True
+        else:
             self.scheduler.modify_job("deliver", next_run_time=utcnow())
 
     async def _wake_delivery(self, due: datetime | None = None) -> None:
@@ -396,7 +404,15 @@ class App:
         self._deliver_soon()
 
     async def _deliver_tick(self) -> None:
-        await self.deliver()
+        self._delivering = True
+        try:
+            while True:
+                self._deliver_again = False
+                await self.deliver()
+                if not self._deliver_again or self.stopping:
+                    return
+        finally:
+            self._delivering = False
 
     async def run_forever(self) -> None:
         await self.start()

@@ -575,6 +575,54 @@ def test_a_digest_wakes_delivery_when_the_database_servers_clock_reaches_its_tim
     assert timedelta(0) <= server_late < timedelta(seconds=5)
 
 
+def test_delivery_woken_during_a_pass_runs_again_when_it_ends(
+        workspace: Workspace, feeds: FeedServer) -> None:
+    """A poll that raises alerts while a delivery pass is under way (which APScheduler would
+    not start a second time) gets a pass of its own as soon as that one ends, not at the
+    next delivery tick (an hour away here)."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from monitor.app import App
+
+    workspace.write_feeds(feeds.set("/news.xml", rss([])))
+    settings = Settings(_env_file=None, rules_dir=workspace.rules,
+                        database_url=f"sqlite:///{workspace.db}")
+
+    async def scenario() -> list[tuple[float, float]]:
+        app = App(settings)
+        await app.start()
+        passes: list[tuple[float, float]] = []  # (started, ended), monotonic
+        started, second = asyncio.Event(), asyncio.Event()
+
+        async def slow_pass():  # type: ignore[no-untyped-def]
+            passes.append((time.monotonic(), 0.0))
+            started.set()
+            await asyncio.sleep(0.5)
+            passes[-1] = (passes[-1][0], time.monotonic())
+            if len(passes) == 2:
+                second.set()
+
+        app.deliver = slow_pass  # type: ignore[method-assign]
+        app.scheduler = AsyncIOScheduler(timezone="UTC")
+        app.scheduler.add_job(app._track(app._deliver_tick), "interval", id="deliver",
+                              hours=1, next_run_time=datetime.now(UTC) + timedelta(hours=1),
+                              max_instances=1, coalesce=True, misfire_grace_time=None)
+        app.scheduler.start()
+        try:
+            app._deliver_soon()  # a poll raised alerts: a pass starts
+            await asyncio.wait_for(started.wait(), timeout=10)
+            app._deliver_soon()  # another poll, while that pass runs
+            await asyncio.wait_for(second.wait(), timeout=10)
+            await asyncio.sleep(1)  # and no third pass follows
+            return passes
+        finally:
+            app.scheduler.shutdown(wait=False)
+            await app.close()
+
+    first, again = asyncio.run(scenario())
+    assert again[0] >= first[1]  # after the first ended, never alongside it
+
+
 def test_the_daemon_schedules_a_cron_job_for_each_digest(workspace: Workspace,
                                                         feeds: FeedServer) -> None:
     workspace.write_feeds(feeds.set("/news.xml", rss([])))

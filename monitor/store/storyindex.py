@@ -228,7 +228,8 @@ class Batch:
         if not len(ids):
             return
         # Sorted, each id's occurrences are together: their number is the words it shares.
-        # numpy's default sort (vectorised) beats a merging one even on these sorted runs.
+        # numpy's default sort (vectorised, with AVX2 or AVX-512) beats a merging one even on
+        # these sorted runs.
         ids = np.sort(ids)
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
         shared = np.diff(np.append(starts, len(ids)))
