@@ -145,12 +145,12 @@ def _one_line(text: str | None, width: int) -> str:
 
 
 @contextmanager
-def _store() -> Iterator[Any]:
+def _store(settings: Settings | None = None) -> Iterator[Any]:
     """The store the settings name, open for one command, its clock measured: what it shows
     and writes is by the database server's clock, as the daemon's are."""
     from monitor.store import Store
 
-    store = Store.open(_settings().database_url)
+    store = Store.open((settings or _settings()).database_url)
     try:
         store.measure_clock()
         yield store
@@ -434,18 +434,15 @@ def _feed_documents(settings: Settings, url: str, tags: dict,
 def _stored_documents(settings: Settings, since: str, tags: dict) -> tuple[Any, dict]:
     from monitor.durations import parse_duration
     from monitor.match import Document
-    from monitor.store import Store
 
     try:
         window = parse_duration(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    store = Store.open(settings.database_url)
-    store.measure_clock()
     extra: dict[str, dict] = {}
 
     def documents() -> Any:
-        try:
+        with _store(settings) as store:
             for item, source in store.items_since(store.clock() - window):
                 label = source.name or source.feed_title or source.url
                 item_id = item.guid or item.url or item.identity
@@ -455,8 +452,6 @@ def _stored_documents(settings: Settings, since: str, tags: dict) -> tuple[Any, 
                     title=item.title, summary=item.summary, content=item.content,
                     source=label, url=item.canonical_url or item.url or "", feed=source.url,
                     tags=tags.get(source.url, ()), lang=item.language or "")
-        finally:
-            store.close()
     return documents(), extra
 
 
